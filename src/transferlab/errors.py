@@ -1,0 +1,35 @@
+"""Exceptions a user can cause. The CLI turns each into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+
+class TransferlabError(Exception):
+    """Base class for user errors (bad path, unknown name, unreadable run...)."""
+
+
+class UnknownBackbone(TransferlabError):
+    """The backbone name is not in the registry, torchvision or timm."""
+
+
+class BackboneUnavailable(TransferlabError):
+    """The backbone exists but its weights cannot be had (offline, package missing)."""
+
+
+class DataError(TransferlabError):
+    """DATA is missing, empty, or in no format we can read."""
+
+
+class ImageError(TransferlabError):
+    """A single image given on the command line cannot be read."""
+
+
+class RunError(TransferlabError):
+    """A run directory is missing or unreadable."""
+
+
+class UnknownClass(TransferlabError):
+    """A class name matches no class, or several."""
+
+
+class FetchError(TransferlabError):
+    """A dataset download failed (offline, bad checksum, unsafe archive)."""

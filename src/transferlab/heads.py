@@ -1,0 +1,23 @@
+"""Classifier heads on pooled backbone features, described by a small JSON-able spec so a run
+directory can rebuild them without pickle."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def build_head(spec: dict) -> nn.Module:
+    """``{"type": "linear", "in": d, "out": k}`` or
+    ``{"type": "mlp", "in": d, "hidden": h, "out": k, "dropout": p}``."""
+    kind = spec["type"]
+    if kind == "linear":
+        return nn.Linear(spec["in"], spec["out"])
+    if kind == "mlp":
+        return nn.Sequential(
+            nn.Dropout(spec.get("dropout", 0.0)),
+            nn.Linear(spec["in"], spec["hidden"]),
+            nn.GELU(),
+            nn.Dropout(spec.get("dropout", 0.0)),
+            nn.Linear(spec["hidden"], spec["out"]),
+        )
+    raise ValueError(f"unknown head type {kind!r}")
