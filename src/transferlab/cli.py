@@ -103,6 +103,124 @@ def classify(
     _show_predictions(results, as_json)
 
 
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="Folder of class subfolders, Oxford-IIIT Pet root, or CSV.")],
+    fmt: Annotated[str, typer.Option("--format", help="auto|folder|oxford-pets|csv")] = "auto",
+    label: Annotated[str, typer.Option("--label", help="Oxford-IIIT Pet: breed or species.")] = "breed",
+    split: Annotated[Optional[str], typer.Option("--split", help="Oxford-IIIT Pet: trainval (default) or test.")] = None,
+    backbone: BackboneOpt = "efficientnet_lite0",
+    weights: WeightsOpt = None,
+    mode: Annotated[str, typer.Option("--mode", help="linear | head | finetune")] = "linear",
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Held-out validation share.")] = 0.2,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="head/finetune: epochs.")] = None,
+    run_out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to write.")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a classifier on your photos and write a run directory."""
+    from .train import train as _train
+
+    _quiet(quiet)
+    opts = {"epochs": epochs} if epochs is not None else {}
+    run = _train(data, backbone=backbone, weights=weights, mode=mode, format=fmt, label=label, split=split,
+                 val_fraction=val_fraction, seed=seed, out=run_out, progress=not quiet, **opts)
+    m = json.loads((run.path / "metrics.json").read_text())
+    if as_json:
+        _print_json({"run": str(run.path), **{k: m.get(k) for k in
+                     ("mode", "backbone", "train_accuracy", "val_accuracy", "seconds", "skipped", "skipped_files")}})
+    else:
+        va = m.get("val_accuracy")
+        out.print(f"run: {run.path}  ({m['mode']}, {m['backbone']}, {len(run.classes)} classes, {m['seconds']:.1f} s)")
+        out.print(f"train accuracy {m['train_accuracy']:.4f}" + (f"   val accuracy {va:.4f}" if va is not None else ""))
+    _report_skipped(m.get("skipped_files", []))
+    _list_files("figures:", m.get("figures", []))
+
+
+def _report_skipped(skipped: list[dict]) -> None:
+    if skipped:
+        err.print(f"[yellow]skipped {len(skipped)} unreadable file(s):[/yellow]")
+        for s in skipped[:20]:
+            err.print(f"  {s['path']}: {s['reason']}", highlight=False)
+        if len(skipped) > 20:
+            err.print(f"  ... and {len(skipped) - 20} more (see metrics.json)")
+
+
+@app.command()
+def evaluate(
+    run: Annotated[str, typer.Argument(help="Run directory (or a backbone name for its ImageNet head).")],
+    data: Annotated[Path, typer.Argument(help="Dataset to evaluate on.")],
+    split: Annotated[Optional[str], typer.Option("--split", help="test (Oxford default) | trainval | train | val")] = None,
+    fmt: Annotated[str, typer.Option("--format")] = "auto",
+    eval_out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write metrics and figures.")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Accuracy, per-class P/R/F1, confusion matrix and top losses of a run on a dataset."""
+    from .run import load
+
+    _quiet(quiet)
+    r = load(run)
+    dest = eval_out or ((r.path / f"eval-{Path(str(data).rstrip('/')).name}-{split or 'default'}") if r.path else None)
+    m = r.evaluate(data, split=split, out=dest, format=fmt, progress=not quiet)
+    if as_json:
+        _print_json({k: v for k, v in m.items() if k not in ("confusion",)})
+    else:
+        line = f"accuracy {m['accuracy']:.4f} on {m['n']} images"
+        if "top5_accuracy" in m:
+            line += f"   top-5 {m['top5_accuracy']:.4f}"
+        out.print(line + f"   macro F1 {m['macro_f1']:.4f}")
+        if dest:
+            out.print(f"written: {dest / 'metrics.json'}")
+    _report_skipped(m.get("skipped_files", []))
+    _list_files("figures:", m.get("figures", []))
+
+
+@app.command()
+def predict(
+    run: Annotated[str, typer.Argument(help="Run directory (or a backbone name).")],
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1)] = 3,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Top-k classes of a trained run for photos."""
+    from .predict import predict as _predict
+    from .run import load
+
+    _quiet(quiet)
+    _show_predictions(_predict(load(run), images, top_k=top_k), as_json)
+
+
+@app.command()
+def fetch(
+    name: Annotated[str, typer.Argument(help="oxford-pets | petimages")],
+    dest: Annotated[Path, typer.Argument(help="Folder to download and extract into.")],
+    mirror: Annotated[Optional[str], typer.Option("--mirror", help="Base URL serving the same archive names.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Download an official dataset archive (resumable, checksummed, safely extracted)."""
+    from .fetch import fetch as _fetch
+
+    _quiet(quiet)
+    root = _fetch(name, dest, mirror=mirror)
+    out.print(f"dataset ready: {root}   (train it: transferlab train {root})")
+
+
+@app.command()
+def demo(
+    demo_out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report and figures.")] = Path(
+        "demo-out"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the whole tool on bundled data, offline; writes report.html."""
+    from .demo import run_demo
+
+    _quiet(quiet)
+    run_demo(demo_out, quiet=quiet, log=lambda s: out.print(s, highlight=False))
+
+
 def _show_predictions(results: list[dict], as_json: bool) -> None:
     if as_json:
         _print_json(results)
@@ -117,6 +235,108 @@ def _show_predictions(results: list[dict], as_json: bool) -> None:
             out.print(t)
     if results and all("error" in r for r in results):
         raise TransferlabError("no readable image among the inputs")
+
+
+@app.command()
+def bench(
+    backbone: BackboneOpt = "efficientnet_lite0",
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Image folder (default ../shared/data/petimages, else bundled samples).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Images for (b), tiled.")] = None,
+    naive_limit: Annotated[int, typer.Option("--naive-limit", min=0, help="Images for (a); 0 skips it.")] = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Decode threads.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch intra-op threads.")] = None,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = True,
+    bf16: Annotated[bool | None, typer.Option("--bf16/--fp32", help="Default: bf16 if supported.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default cuda if any).")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Extraction speed: (a) naive loop, (b) transferlab pipeline, (c) forward-only limit."""
+    from .bench import bench as run_bench
+    from .bench import format_report
+
+    _quiet(quiet or as_json)
+    r = run_bench(backbone, data, limit, naive_limit=naive_limit, batch_size=batch_size, workers=workers,
+                  threads=threads, compile=compile, bf16=bf16, device=device, naive=naive_limit > 0)
+    if as_json:
+        _print_json(r)
+    else:
+        sys.stdout.write(format_report(r) + "\n")  # plain text: rich would re-wrap the table
+
+
+@app.command()
+def attack(
+    image: Annotated[Path, typer.Argument(help="Photo to attack (resized + centre-cropped like classify).")],
+    out_png: Annotated[Path, typer.Option("--out", "-o", help="Adversarial image (.png, at input size).")],
+    backbone: BackboneOpt = "efficientnet_lite0",
+    run: Annotated[str | None, typer.Option("--run", help="Attack a trained run instead.")] = None,
+    target: Annotated[str | None, typer.Option("--target", "-t", help="Class to reach.")] = None,
+    untargeted: Annotated[bool, typer.Option("--untargeted", help="Move away from the prediction.")] = False,
+    method: Annotated[str, typer.Option("--method", "-m", help="fgsm|pgd|pgd-l2|cw|optimize")] = "pgd",
+    eps: Annotated[str | None, typer.Option(
+        "--eps", help="Budget in [0,1] pixels, e.g. 2/255 (L∞) or 0.5 (pgd-l2).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", min=1)] = None,
+    step_size: Annotated[str | None, typer.Option("--step-size", help="e.g. 0.5/255")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    transfer_to: Annotated[str | None, typer.Option(
+        "--transfer-to", help="Also score the saved PNG with this backbone or run.")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Adversarial example; epsilons are in pixel units, success is scored on the saved 8-bit PNG."""
+    from .attack import attack_image, format_result
+
+    _quiet(quiet)
+    if (target is None) == (not untargeted):
+        raise TransferlabError("give exactly one of --target CLASS or --untargeted")
+    r = attack_image(image, run or backbone, target=target, method=method,
+                     eps=eps if eps is not None else "default", steps=steps, step_size=step_size,
+                     seed=seed, transfer_to=transfer_to, out=out_png, quiet=quiet)
+    if as_json:
+        _print_json(r)
+    else:
+        for line in format_result(r):
+            out.print(line, highlight=False)
+
+
+@app.command()
+def robustness(
+    run: Annotated[str, typer.Argument(help="Run directory (or a backbone whose classes match DATA).")],
+    data: Annotated[Path, typer.Argument(help="Folder / Oxford-IIIT Pet root / CSV.")],
+    method: Annotated[str, typer.Option("--method", "-m", help="pgd|fgsm|pgd-l2")] = "pgd",
+    eps: Annotated[str, typer.Option("--eps", help="Comma-separated budgets.")] = "0,1/255,2/255,4/255,8/255",
+    steps: Annotated[int, typer.Option("--steps", min=1)] = 10,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", min=1, help="Seeded stratified subsample of N images.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="test|trainval|val (run's own)")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Writes robustness.json + .png.")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Accuracy under attack for a list of epsilons (pixel units), with a curve."""
+    from .attack import parse_eps_list
+    from .robustness import format_table
+    from .robustness import robustness as _robustness
+
+    _quiet(quiet)
+    r = _robustness(run, data, method=method, eps=parse_eps_list(eps), steps=steps, limit=limit, split=split,
+                    seed=seed, batch_size=batch_size, out=out_dir, progress=not quiet)
+    if as_json:
+        _print_json(r)
+        return
+    t = Table(title=f"{r['method']} ({r['steps']} steps) on {r['images']} images", title_justify="left")
+    t.add_column("ε")
+    t.add_column("accuracy")
+    for lab, acc in format_table(r):
+        t.add_row(lab, acc)
+    out.print(t)
+    if r["skipped"]:
+        err.print(f"skipped {len(r['skipped'])} unreadable files")
+    _list_files("written", [r.get("figure"), Path(out_dir) / "robustness.json" if out_dir else None])
 
 
 # --- commands of later pipeline stages register below (one thin function each) -------------

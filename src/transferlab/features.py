@@ -23,7 +23,7 @@ import torch
 from . import progress as _progress
 from ._io import save_safetensors
 from .backbones import Backbone, ImageClassifier
-from .pipeline import autocast, default_device, iter_batches, precision_tag
+from .pipeline import FeatureRunner, compile_default, default_device, precision_tag, run_features
 
 SHARD = 1024
 
@@ -73,7 +73,7 @@ class FeatureCache:
                 meta = f.metadata() or {}
             keys = json.loads(meta.get("keys", "[]"))
             bad = json.loads(meta.get("bad", "{}"))
-        except Exception:  # noqa: BLE001 - a damaged shard is ignored and re-extracted
+        except Exception:  # a damaged shard is ignored and re-extracted
             return
         for row, k in enumerate(keys):
             self.index[k] = (shard, row)
@@ -124,14 +124,15 @@ def extract(
     cache = cache and model.trunk is backbone.model.trunk
     paths = [str(p) for p in paths]
     keys = [file_key(p) for p in paths]
-    store = FeatureCache(cache_root() / "features" / f"{backbone.key}-{precision_tag(device)}") if cache else None
+    where = cache_root() / "features" / f"{backbone.key}-{precision_tag(device)}"
+    store = FeatureCache(where) if cache else None
 
     have = store.get(keys) if store else {}
     bad = {k: store.bad[k] for k in keys if store and k in store.bad and k not in have}
     todo = [i for i, k in enumerate(keys) if k not in have and k not in bad]
 
     if todo:
-        net = model.to(device).to(memory_format=torch.channels_last)
+        run = _runner(model, device, batch_size)
         todo_paths = [paths[i] for i in todo]
         pend_keys: list[str] = []
         pend_feats: list[np.ndarray] = []
@@ -145,19 +146,14 @@ def extract(
 
         show = progress and _progress.enabled()
         with _progress.bar(description, len(todo) if show else None) as advance:
-            for batch in iter_batches(todo_paths, backbone.data_config, batch_size, workers):
+            for batch, f in run_features(todo_paths, backbone.data_config, run, workers):
                 for j, why in batch.failed:
                     bad[keys[todo[j]]] = why
                     pend_bad[keys[todo[j]]] = why
                 if batch.indices:
-                    x = batch.pixels.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                    with autocast(device):
-                        f = net.features(x)
-                    f = f.float().cpu().numpy()
-                    for j, row in zip(batch.indices, f):
-                        k = keys[todo[j]]
-                        have[k] = row
-                        pend_keys.append(k)
+                    bkeys = [keys[todo[j]] for j in batch.indices]
+                    have.update(zip(bkeys, f, strict=True))
+                    pend_keys.extend(bkeys)
                     pend_feats.append(f)
                 if sum(len(x) for x in pend_feats) >= SHARD:
                     flush()
@@ -171,5 +167,20 @@ def extract(
         if ok.any()
         else np.zeros((0, backbone.feature_dim), np.float32)
     )
-    skipped = [(p, bad.get(k, "unreadable")) for p, k in zip(paths, keys) if k not in have]
+    skipped = [(p, bad.get(k, "unreadable")) for p, k in zip(paths, keys, strict=True) if k not in have]
     return Features(feats, ok, skipped, extracted=len(todo))
+
+
+_RUNNERS: dict[tuple, FeatureRunner] = {}
+
+
+def _runner(model: ImageClassifier, device: torch.device, batch_size: int) -> FeatureRunner:
+    """One FeatureRunner per (model, device, batch size), so a compiled graph is reused across
+    calls (``TRANSFERLAB_COMPILE=1``) instead of compiled again."""
+    key = (id(model), str(device), batch_size, precision_tag(device), compile_default())
+    run = _RUNNERS.get(key)
+    if run is None or run.model is not model:
+        run = _RUNNERS[key] = FeatureRunner(model, device, batch_size=batch_size)
+    else:
+        model.to(device)
+    return run

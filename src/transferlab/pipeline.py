@@ -1,38 +1,112 @@
-"""The one input pipeline: image files -> batches of [0, 1] pixel tensors, and the model settings
-(device, channels_last, bf16) used to run them. Features, prediction, evaluation and robustness
-all go through here."""
+"""The one input pipeline: image files -> batches of pixels, and the model settings (device,
+channels_last, bf16, torch.compile) used to run them. Features, prediction, evaluation and
+robustness all go through here.
+
+Why it looks like this (measured on a 2-core AVX512-bf16 CPU, efficientnet_lite0, issue 5):
+
+- Decoding happens in worker threads: PIL releases the GIL while it decodes and resamples, so
+  threads overlap the model without pickling pixels between processes.
+- Large JPEGs are decoded at 1/2..1/8 scale by libjpeg (``Image.draft``, in :func:`load_rgb`),
+  then resized *and* centre-cropped in one PIL resample (``box=``): only the S x S output pixels
+  are computed, with the same geometry as torchvision's resize + centre crop.
+- Batches stay **uint8** and are laid out NHWC, which viewed as NCHW *is* ``channels_last``:
+  a quarter of the bytes to move (pinned + non_blocking on CUDA) and the float conversion
+  happens on the device, fused with the model's normalisation when compiled.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
+from torch import nn
 
 from .backbones import DataConfig
 from .images import BadImage, load_rgb
 
+_PIL_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "nearest-exact": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
 
 @dataclass
 class Batch:
-    indices: list[int]  # positions in the input list of the images in ``pixels``
-    pixels: torch.Tensor  # [b, 3, S, S] float32 in [0, 1]
+    """Decoded images of one batch. ``data`` is uint8 [b, 3, S, S] in ``channels_last`` memory
+    (NHWC); ``pixels`` is the float [0, 1] view most callers want."""
+
+    indices: list[int]  # positions in the input list of the images in ``data``
+    data: torch.Tensor  # [b, 3, S, S] uint8, channels_last
     failed: list[tuple[int, str]] = field(default_factory=list)  # (position, reason)
+
+    @property
+    def pixels(self) -> torch.Tensor:
+        """[b, 3, S, S] float32 in [0, 1] (channels_last)."""
+        return to_pixels(self.data)
+
+
+def to_pixels(data: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 batch -> float [0, 1] on ``device``: move the small uint8 tensor, convert there."""
+    if device is not None:
+        data = data.to(device, non_blocking=True)
+    return data.float().div_(255.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding one file
+# ----------------------------------------------------------------------------------------------
+def resize_crop(img: Image.Image, dc: DataConfig) -> Image.Image:
+    """Resize the shorter side to ``resize_size`` and centre-crop ``input_size`` in ONE resample.
+
+    Same geometry as torchvision ``resize(int)`` + ``center_crop`` (what
+    :meth:`DataConfig.preprocess` does), but PIL's ``box=`` computes only the kept pixels. An image
+    already at ``input_size`` x ``input_size`` passes through untouched, as in ``preprocess``.
+    """
+    s, r = dc.input_size, dc.resize_size
+    w, h = img.size
+    if (w, h) == (s, s):
+        return img
+    if r < s:  # crop larger than the resize: torchvision pads; rare, keep the reference path
+        arr = dc.preprocess(img).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        return Image.fromarray(arr)
+    # torchvision's _compute_resized_output_size and _center_crop_compute_crop_anchor
+    nw, nh = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)
+    top, left = round((nh - s) / 2.0), round((nw - s) / 2.0)
+    sx, sy = w / nw, h / nh
+    box = (left * sx, top * sy, (left + s) * sx, (top + s) * sy)
+    return img.resize((s, s), _PIL_RESAMPLE[dc.interpolation], box=box)
+
+
+def decode_array(path: str | Path, dc: DataConfig) -> np.ndarray:
+    """One file -> [S, S, 3] uint8 RGB, with JPEG draft decoding for large files."""
+    return np.asarray(resize_crop(load_rgb(path, min_side=dc.resize_size), dc))
 
 
 def decode(path: str | Path, dc: DataConfig) -> torch.Tensor:
     """One file -> [3, S, S] float tensor in [0, 1], with JPEG draft decoding for large files."""
-    return dc.preprocess(load_rgb(path, min_side=dc.resize_size))
+    return torch.from_numpy(decode_array(path, dc).copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def _safe_decode(path, dc: DataConfig) -> torch.Tensor | str:
+def _safe_decode_into(path, dc: DataConfig, out: np.ndarray) -> str | None:
+    """Decode into a row of the batch buffer; the reason as a string if the file is unreadable."""
     try:
-        return decode(path, dc)
+        out[...] = decode_array(path, dc)
+        return None
     except BadImage as e:
         return str(e)
     except FileNotFoundError:
@@ -44,39 +118,61 @@ def _safe_decode(path, dc: DataConfig) -> torch.Tensor | str:
 
 
 def default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2)))
+    """Decode threads. On few cores they share the CPU with torch's threads; one thread per core
+    measured best (issue 5 notes), more only add contention."""
+    return max(1, min(8, os.cpu_count() or 2))
 
 
 def iter_batches(
-    paths: Sequence[str | Path], dc: DataConfig, batch_size: int = 64, workers: int | None = None
+    paths: Sequence[str | Path],
+    dc: DataConfig,
+    batch_size: int = 64,
+    workers: int | None = None,
+    *,
+    prefetch: int = 2,
+    pin_memory: bool = False,
 ) -> Iterator[Batch]:
-    """Decode in a thread pool (PIL releases the GIL in decode and resize) while the caller runs
-    the model on the previous batch. Unreadable files are reported in ``Batch.failed``."""
+    """Decode in a thread pool while the caller runs the model on earlier batches.
+
+    Up to ``prefetch`` batches are decoded ahead. Unreadable files are reported in
+    ``Batch.failed``, never raised. ``pin_memory`` (CUDA) allocates page-locked batches so the
+    copy to the GPU can be ``non_blocking``.
+    """
     workers = workers or default_workers()
-    with ThreadPoolExecutor(workers) as pool:
-        starts = range(0, len(paths), batch_size)
-        pending = None
-        for s in [*starts, None]:
-            nxt = None
-            if s is not None:
-                chunk = paths[s : s + batch_size]
-                nxt = (s, [pool.submit(_safe_decode, p, dc) for p in chunk])
-            if pending is not None:
-                yield _collect(*pending)
-            pending = nxt
+    s = dc.input_size
+    pin = pin_memory and torch.cuda.is_available()
+    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+        queue: deque[tuple[int, torch.Tensor, list[Future]]] = deque()
+        starts = iter(range(0, len(paths), batch_size))
+
+        def submit() -> bool:
+            start = next(starts, None)
+            if start is None:
+                return False
+            chunk = paths[start : start + batch_size]
+            buf = torch.empty((len(chunk), s, s, 3), dtype=torch.uint8, pin_memory=pin)
+            arr = buf.numpy()
+            queue.append((start, buf, [pool.submit(_safe_decode_into, p, dc, arr[i]) for i, p in
+                                       enumerate(chunk)]))
+            return True
+
+        for _ in range(max(1, prefetch)):
+            submit()
+        while queue:
+            start, buf, futures = queue.popleft()
+            batch = _collect(start, buf, futures)
+            submit()
+            yield batch
 
 
-def _collect(start: int, futures) -> Batch:
-    ok, tensors, failed = [], [], []
-    for i, f in enumerate(futures):
-        r = f.result()
-        if isinstance(r, str):
-            failed.append((start + i, r))
-        else:
-            ok.append(start + i)
-            tensors.append(r)
-    pixels = torch.stack(tensors) if tensors else torch.empty(0)
-    return Batch(ok, pixels, failed)
+def _collect(start: int, buf: torch.Tensor, futures: list[Future]) -> Batch:
+    reasons = [f.result() for f in futures]
+    ok = [i for i, r in enumerate(reasons) if r is None]
+    failed = [(start + i, r) for i, r in enumerate(reasons) if r is not None]
+    if len(ok) < len(reasons):
+        buf = buf[ok] if ok else buf[:0]
+    # NHWC memory viewed as NCHW is exactly torch.channels_last: no copy.
+    return Batch([start + i for i in ok], buf.permute(0, 3, 1, 2), failed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -96,14 +192,129 @@ def cpu_has_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
+def bf16_default(device: torch.device) -> bool:
+    """bf16 on CUDA and on bf16-capable CPUs; ``TRANSFERLAB_BF16=0`` forces fp32."""
+    env = os.environ.get("TRANSFERLAB_BF16")
+    if env is not None:
+        return env not in ("0", "false", "no", "")
+    return device.type == "cuda" or cpu_has_bf16()
+
+
 def autocast(device: torch.device, enabled: bool | None = None):
     """bf16 autocast where the hardware supports it (CUDA, or a bf16-capable CPU)."""
     if enabled is None:
-        enabled = device.type == "cuda" or cpu_has_bf16()
+        enabled = bf16_default(device)
     if not enabled:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def precision_tag(device: torch.device) -> str:
-    return "bf16" if (device.type == "cuda" or cpu_has_bf16()) else "fp32"
+    return "bf16" if bf16_default(device) else "fp32"
+
+
+def compile_default() -> bool:
+    """``TRANSFERLAB_COMPILE=1`` turns on torch.compile for extraction (costs a one-off compile)."""
+    return os.environ.get("TRANSFERLAB_COMPILE", "0") not in ("0", "false", "no", "")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu ({model or 'unknown'}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+
+
+class FeatureRunner:
+    """``model.features`` on uint8 channels_last batches with the fast settings.
+
+    channels_last weights, bf16 autocast (see :func:`bf16_default`), optional ``torch.compile``.
+    When compiled, short batches are zero-padded to ``batch_size`` so one graph serves all
+    batches (no recompile for the last one). ``compile_seconds`` is the one-off cost, measured
+    on the first call.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device | str | None = None,
+        *,
+        bf16: bool | None = None,
+        channels_last: bool = True,
+        compile: bool | None = None,
+        batch_size: int = 64,
+    ):
+        self.device = torch.device(device) if device else default_device()
+        self.bf16 = bf16_default(self.device) if bf16 is None else bf16
+        self.channels_last = channels_last
+        self.compile = compile_default() if compile is None else compile
+        self.batch_size = batch_size
+        self.compile_seconds: float | None = None
+        self.model = model.to(self.device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        fn = self._eager
+        if self.compile:
+            fn = torch.compile(self._eager, dynamic=False)
+        self._fn: Callable[[torch.Tensor], torch.Tensor] = fn
+
+    def _eager(self, data: torch.Tensor) -> torch.Tensor:
+        x = data.float().div(255.0)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = x.contiguous(memory_format=fmt)
+        with autocast(self.device, self.bf16):
+            f = self.model.features(x)
+        return f.float()
+
+    @property
+    def settings(self) -> dict:
+        return {
+            "device": device_name(self.device),
+            "bf16": self.bf16,
+            "channels_last": self.channels_last,
+            "compile": self.compile,
+            "batch_size": self.batch_size,
+            "torch_threads": torch.get_num_threads(),
+        }
+
+    @torch.inference_mode()
+    def __call__(self, data: torch.Tensor) -> torch.Tensor:
+        """uint8 [b, 3, S, S] -> float32 features [b, d] on the CPU."""
+        n = data.shape[0]
+        data = data.to(self.device, non_blocking=True)
+        if self.compile and n != self.batch_size and n < self.batch_size:
+            pad = data.new_zeros((self.batch_size - n, *data.shape[1:])).contiguous(
+                memory_format=torch.channels_last
+            )
+            data = torch.cat([data, pad])
+        if self.compile and self.compile_seconds is None:
+            t0 = time.perf_counter()
+            out = self._fn(data)
+            self.compile_seconds = time.perf_counter() - t0
+        else:
+            out = self._fn(data)
+        return out[:n].cpu()
+
+
+def run_features(
+    paths: Sequence[str | Path],
+    dc: DataConfig,
+    runner: FeatureRunner,
+    workers: int | None = None,
+    prefetch: int = 2,
+) -> Iterator[tuple[Batch, np.ndarray]]:
+    """The hot loop shared by ``features.extract`` and ``bench``: decode ahead in threads, one
+    model call per batch, features out as float32 numpy [b, d] (empty when a whole batch failed).
+    Nothing is accumulated here, so memory stays flat however many images stream through."""
+    batches = iter_batches(paths, dc, runner.batch_size, workers, prefetch=prefetch,
+                           pin_memory=runner.device.type == "cuda")
+    for batch in batches:
+        feats = runner(batch.data).numpy() if batch.indices else np.zeros((0, 0), np.float32)
+        yield batch, feats

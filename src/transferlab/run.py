@@ -45,11 +45,13 @@ class Run:
         return resolve_class(query, self.classes, self.synonyms)
 
     @torch.no_grad()
-    def predict_proba(self, images, batch_size: int = 32, progress: bool = False) -> tuple[np.ndarray, list]:
-        """Class probabilities for image paths. Returns (probs [n_ok, k], skipped [(path, why)])."""
+    def predict_proba(self, images, batch_size: int = 64, progress: bool = False,
+                      cache: bool = False) -> tuple[np.ndarray, list]:
+        """Class probabilities for image paths. Returns (probs [n_ok, k], skipped [(path, why)]).
+        ``cache``: reuse/store pooled features (only when the trunk is the pretrained one)."""
         from .features import extract
 
-        feats = extract(self.backbone, images, model=self.model, cache=False, progress=progress,
+        feats = extract(self.backbone, images, model=self.model, cache=cache, progress=progress,
                         batch_size=batch_size)
         logits = self.model.head(torch.from_numpy(feats.features))
         return logits.softmax(-1).numpy(), feats.skipped

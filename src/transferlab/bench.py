@@ -1,0 +1,303 @@
+"""``transferlab bench``: how fast is feature extraction here, and how close to the model's limit?
+
+One run, the same images, three measurements:
+
+(a) naive: the lesson's loop. ImageFolder's loader (PIL open + convert) with
+    ``transforms.Compose([Resize, CenterCrop, ToTensor])``, ``DataLoader(num_workers=0)``, eager
+    fp32 NCHW model. Measured on the first ``naive_limit`` images to keep the bench short.
+(b) pipeline: transferlab's input pipeline + :class:`FeatureRunner`, features streamed to a
+    sharded safetensors cache in a temporary directory exactly as ``extract`` writes them.
+(c) limit: the same runner on pre-decoded uint8 batches (no decoding at all).
+
+Peak RSS is measured per phase (Linux ``/proc/self/clear_refs`` resets the high-water mark).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
+from .errors import TransferlabError
+from .images import BadImage, is_image_file
+from .pipeline import FeatureRunner, decode_array, default_device, default_workers, run_features
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def default_data() -> Path | None:
+    """``../shared/data/petimages`` next to the repo (or the working directory), if present."""
+    for base in (Path.cwd(), REPO):
+        p = base.parent / "shared" / "data" / "petimages"
+        if p.is_dir():
+            return p
+    return None
+
+
+def list_images(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise TransferlabError(f"bench data not found: {root}")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
+    if not files:
+        raise TransferlabError(f"no images under {root}")
+    return files
+
+
+def bundled_images(directory: Path) -> list[Path]:
+    """scikit-image's sample photos as JPEGs (offline fallback when no shared data is present)."""
+    from PIL import Image
+    from skimage import data
+
+    directory.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in ("chelsea", "coffee", "astronaut", "rocket", "cat", "immunohistochemistry"):
+        arr = getattr(data, name)()
+        if arr.ndim != 3:
+            continue
+        p = directory / f"{name}.jpg"
+        Image.fromarray(arr[..., :3]).save(p, quality=92)
+        out.append(p)
+    return out
+
+
+def tile(paths: Sequence[Path], n: int) -> list[Path]:
+    """``n`` paths, repeating the set as often as needed (the scaling runs tile the shared set)."""
+    reps = -(-n // len(paths))
+    return (list(paths) * reps)[:n]
+
+
+class _Peak:
+    """Peak RSS of one phase: reset the kernel's high-water mark, read VmHWM afterwards."""
+
+    def __enter__(self) -> _Peak:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.reset = True
+        except OSError:
+            self.reset = False
+        self.mb = 0.0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.mb = peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def naive_loop(bb: Backbone, paths: Sequence[Path], batch_size: int,
+               device: torch.device) -> tuple[int, float]:
+    """The lesson's loop, on a private fp32 NCHW copy of the model (our runner changes the
+    shared one to channels_last, which would flatter the baseline)."""
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision import transforms
+    from torchvision.datasets.folder import default_loader  # what ImageFolder uses
+
+    dc = bb.data_config
+    tf = transforms.Compose([
+        transforms.Resize(dc.resize_size, interpolation=dc.pil_interpolation),
+        transforms.CenterCrop(dc.input_size),
+        transforms.ToTensor(),  # [0, 1]; the backbone normalises inside (the lesson's Normalize)
+    ])
+
+    class Files(Dataset):  # ImageFolder's __getitem__ over our file list (same images as (b))
+        def __len__(self) -> int:
+            return len(paths)
+
+        def __getitem__(self, i: int):
+            try:
+                return tf(default_loader(str(paths[i])))
+            except OSError:  # the lesson's loop would crash on Cat/666.jpg; the usual patch skips
+                return None
+
+    def collate(items):
+        items = [x for x in items if x is not None]
+        return torch.stack(items) if items else None
+
+    model = copy.deepcopy(bb.model).to(device, memory_format=torch.contiguous_format).eval()
+    n = 0
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for x in DataLoader(Files(), batch_size=batch_size, num_workers=0, collate_fn=collate):
+            if x is not None:
+                model.features(x.to(device)).cpu()
+                n += len(x)
+    return n, time.perf_counter() - t0
+
+
+def forward_limit(run: FeatureRunner, sample: Sequence[Path], dc, n: int) -> tuple[int, float]:
+    """Runner throughput on pre-decoded uint8 batches (built from ``sample``), ``n`` images."""
+    bs = run.batch_size
+    arrs = []
+    for p in sample[: bs * 4]:
+        try:
+            arrs.append(decode_array(p, dc))
+        except (OSError, BadImage):
+            continue
+        if len(arrs) == bs * 2:
+            break
+    if not arrs:
+        raise TransferlabError("no readable image in the bench data")
+    arrs = tile(arrs, bs * max(1, -(-len(arrs) // bs)))  # type: ignore[arg-type]
+    batches = [torch.from_numpy(np.stack(arrs[i:i + bs])).permute(0, 3, 1, 2)
+               for i in range(0, len(arrs), bs)]
+    if run.device.type == "cuda":
+        batches = [b.pin_memory() for b in batches]
+    run(batches[0])  # warm-up (and compile)
+    done, k = 0, 0
+    t0 = time.perf_counter()
+    while done < n:
+        run(batches[k % len(batches)])
+        done += bs
+        k += 1
+    if run.device.type == "cuda":
+        torch.cuda.synchronize()
+    return done, time.perf_counter() - t0
+
+
+def pipeline_loop(run: FeatureRunner, paths: Sequence[Path], dc, workers: int | None,
+                  progress: bool) -> tuple[int, float, int]:
+    """transferlab's extraction loop, writing cache shards to a temp dir like ``extract``."""
+    from . import progress as _progress
+    from .features import SHARD, FeatureCache
+
+    n = failed = 0
+    with tempfile.TemporaryDirectory(prefix="transferlab-bench-") as tmp:
+        store = FeatureCache(Path(tmp))
+        pend: list[np.ndarray] = []
+        keys: list[str] = []
+        t0 = time.perf_counter()
+        with _progress.bar("pipeline", len(paths) if progress and _progress.enabled() else None) as adv:
+            for batch, f in run_features(paths, dc, run, workers):
+                failed += len(batch.failed)
+                if batch.indices:
+                    pend.append(f)
+                    keys.extend(str(i) for i in batch.indices)
+                    n += len(batch.indices)
+                if len(keys) >= SHARD:
+                    store.put(keys, np.concatenate(pend), {})
+                    pend, keys = [], []
+                adv(len(batch.indices) + len(batch.failed))
+            if keys:
+                store.put(keys, np.concatenate(pend), {})
+        dt = time.perf_counter() - t0
+    return n, dt, failed
+
+
+def bench(
+    backbone: str = DEFAULT_BACKBONE,
+    data: str | Path | None = None,
+    limit: int | None = None,
+    *,
+    naive_limit: int = 256,
+    batch_size: int = 32,
+    workers: int | None = None,
+    threads: int | None = None,
+    compile: bool = True,
+    bf16: bool | None = None,
+    device: str | None = None,
+    naive: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Measure (a) naive, (b) pipeline, (c) forward-only limit on the same images; return a dict
+    with img/s, the ratios b/a and b/c, peak RSS per phase and every setting used."""
+    if threads:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="transferlab-bench-data-") as tmp:
+        if data is None:
+            data = default_data()
+        if data is None:
+            files, source = bundled_images(Path(tmp)), "bundled scikit-image samples (tiled)"
+        else:
+            files, source = list_images(Path(data)), str(data)
+        bb = create_backbone(backbone)
+        dc = bb.data_config
+        n = limit or len(files)
+        paths = tile(files, n)
+        result: dict = {
+            "backbone": backbone,
+            "data": source,
+            "distinct_images": len(files),
+            "images": n,
+            "input": f"{dc.input_size}px (resize {dc.resize_size}, {dc.interpolation})",
+        }
+
+        dev = torch.device(device) if device else default_device()
+        if naive:
+            with _Peak() as pk:
+                m, dt = naive_loop(bb, paths[:naive_limit], batch_size, dev)
+            result["naive"] = {"images": m, "seconds": dt, "img_s": m / dt, "peak_rss_mb": pk.mb,
+                               "note": f"first {m} images; ImageFolder loader + DataLoader(num_workers=0)"
+                                       " + eager fp32 NCHW"}
+
+        t0 = time.perf_counter()
+        run = FeatureRunner(bb.model, dev, bf16=bf16, compile=compile, batch_size=batch_size)
+        with _Peak() as pk:
+            m, dt = forward_limit(run, paths, dc, min(max(n, 4 * batch_size), 1024))
+        setup = time.perf_counter() - t0 - dt
+        result["limit"] = {"images": m, "seconds": dt, "img_s": m / dt, "peak_rss_mb": pk.mb,
+                           "note": "same runner on pre-decoded uint8 batches"}
+
+        with _Peak() as pk:
+            m, dt, failed = pipeline_loop(run, paths, dc, workers, progress)
+        result["pipeline"] = {"images": m, "seconds": dt, "img_s": m / dt, "peak_rss_mb": pk.mb,
+                              "failed": failed, "note": "decode threads + runner, shards to temp cache"}
+        bb.model.to("cpu")
+
+    result["settings"] = run.settings | {
+        "decode_workers": workers or default_workers(),
+        "compile_seconds": run.compile_seconds,
+        "setup_seconds": round(setup, 2),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+    }
+    b = result["pipeline"]["img_s"]
+    result["ratios"] = {"b/c": b / result["limit"]["img_s"]}
+    if naive:
+        result["ratios"]["b/a"] = b / result["naive"]["img_s"]
+    phases = ("naive", "limit", "pipeline")
+    result["peak_rss_mb"] = max(result[k]["peak_rss_mb"] for k in phases if k in result)
+    return result
+
+
+def format_report(r: dict) -> str:
+    """Plain-text report with everything needed to compare runs across machines."""
+    s = r["settings"]
+    lines = [
+        f"transferlab bench  {r['backbone']}  {r['input']}",
+        f"data: {r['data']} ({r['distinct_images']} distinct files, {r['images']} images for (b))",
+        f"device: {s['device']}  torch {s['torch']}",
+        f"settings: batch {s['batch_size']}, torch threads {s['torch_threads']}, decode threads "
+        f"{s['decode_workers']}, bf16 {s['bf16']}, channels_last {s['channels_last']}, compile {s['compile']}"
+        + (f" (one-off {s['compile_seconds']:.1f} s)" if s.get("compile_seconds") else ""),
+        "",
+        f"{'':<12}{'images':>8}{'seconds':>10}{'img/s':>10}{'peak RSS MB':>13}",
+    ]
+    for key, label in (("naive", "(a) naive"), ("pipeline", "(b) pipeline"), ("limit", "(c) limit")):
+        if key in r:
+            m = r[key]
+            lines.append(f"{label:<12}{m['images']:>8}{m['seconds']:>10.2f}{m['img_s']:>10.1f}"
+                         f"{m['peak_rss_mb']:>13.0f}   {m['note']}")
+    ratios = "  ".join(f"{k} = {v:.2f}" for k, v in r["ratios"].items())
+    lines += ["", f"ratios: {ratios}   peak RSS {r['peak_rss_mb']:.0f} MB"]
+    if r["pipeline"].get("failed"):
+        lines.append(f"unreadable files skipped: {r['pipeline']['failed']}")
+    return "\n".join(lines)

@@ -1,0 +1,61 @@
+"""`transferlab bench` measures the three loops on the same small set and reports everything."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from transferlab import cli
+from transferlab.bench import bench, tile
+
+
+def test_tile_repeats_the_set():
+    assert tile(["a", "b", "c"], 7) == ["a", "b", "c", "a", "b", "c", "a"]
+    assert tile(["a", "b"], 1) == ["a"]
+
+
+@pytest.fixture(scope="module")
+def small_dir(sample_images, tmp_path_factory):
+    d = tmp_path_factory.mktemp("benchdata")
+    for name, p in sample_images.items():
+        (d / f"{name}.jpg").write_bytes(p.read_bytes())
+    (d / "broken.jpg").write_text("not a jpeg")
+    return d
+
+
+def test_bench_json_reports_three_rates(small_dir):
+    args = ["bench", "--data", str(small_dir), "--limit", "8", "--naive-limit", "4", "--batch-size", "4",
+            "--no-compile", "--json"]
+    res = CliRunner().invoke(cli.app, args)
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    for k in ("naive", "pipeline", "limit"):
+        assert r[k]["img_s"] > 0 and r[k]["peak_rss_mb"] > 0
+    assert r["naive"]["images"] == 3  # first 4 files, one of them broken: skipped, not fatal
+    assert r["pipeline"]["images"] + r["pipeline"]["failed"] == 8 and r["pipeline"]["failed"] == 2
+    assert r["ratios"]["b/a"] == pytest.approx(r["pipeline"]["img_s"] / r["naive"]["img_s"])
+    assert r["ratios"]["b/c"] == pytest.approx(r["pipeline"]["img_s"] / r["limit"]["img_s"])
+    s = r["settings"]
+    need = {"device", "bf16", "channels_last", "compile", "batch_size", "torch_threads", "decode_workers"}
+    assert need <= set(s)
+    assert s["compile"] is False and s["batch_size"] == 4
+
+
+def test_bench_text_report_without_naive(small_dir):
+    from transferlab.bench import format_report
+
+    r = bench(data=small_dir, limit=4, batch_size=4, compile=False, naive=False, progress=False)
+    text = format_report(r)
+    assert "(b) pipeline" in text and "(c) limit" in text and "(a) naive" not in text
+    assert "b/c" in text and "peak RSS" in text
+
+
+def test_bench_missing_data_is_a_user_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["transferlab", "bench", "--data", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 2
+    assert "not found" in capsys.readouterr().err

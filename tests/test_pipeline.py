@@ -1,0 +1,140 @@
+"""The fast input pipeline gives the same pixels as the per-image reference preprocessing, decodes
+large JPEGs cheaply (draft) without changing what the model sees, and reports bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from transferlab.backbones import DataConfig, create_backbone
+from transferlab.features import extract
+from transferlab.images import load_rgb
+from transferlab.pipeline import FeatureRunner, decode, iter_batches
+
+LITE = DataConfig.from_crop_pct(224, 0.875, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3)
+BILINEAR = DataConfig(input_size=224, resize_size=256, interpolation="bilinear")
+
+
+def reference(path: Path, dc: DataConfig) -> torch.Tensor:
+    """The slow, obviously-right path: PIL image -> torchvision resize + crop -> float."""
+    return dc.preprocess(load_rgb(path, min_side=dc.resize_size))
+
+
+@pytest.fixture(scope="module")
+def mixed_files(sample_images, tmp_path_factory) -> list[Path]:
+    """Landscape, portrait, square, grayscale, RGBA PNG, and a tiny image that must be upscaled."""
+    d = tmp_path_factory.mktemp("mixed")
+    chelsea = Image.open(sample_images["chelsea"])
+    files = [sample_images["chelsea"], sample_images["coffee"], sample_images["astronaut"]]
+    chelsea.transpose(Image.Transpose.ROTATE_90).save(d / "portrait.jpg", quality=90)
+    chelsea.convert("L").save(d / "gray.jpg")
+    rgba = chelsea.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(d / "alpha.png")
+    chelsea.resize((97, 61)).save(d / "tiny.png")
+    return [*files, d / "portrait.jpg", d / "gray.jpg", d / "alpha.png", d / "tiny.png"]
+
+
+@pytest.mark.parametrize("dc", [LITE, BILINEAR], ids=["bicubic", "bilinear"])
+def test_batches_equal_reference_preprocessing(mixed_files, dc):
+    batches = list(iter_batches(mixed_files, dc, batch_size=3, workers=2))
+    assert [i for b in batches for i in b.indices] == list(range(len(mixed_files)))
+    got = torch.cat([b.pixels for b in batches])
+    ref = torch.stack([reference(p, dc) for p in mixed_files])
+    assert got.shape == (len(mixed_files), 3, 224, 224)
+    # one-step resize+crop (PIL box=) reproduces resize-then-crop up to 8-bit rounding of a few
+    # pixels (filter weights differ in the last float bits)
+    diff = (got - ref).abs()
+    assert diff.max().item() <= 2.01 / 255
+    assert diff.mean().item() < 0.2 / 255
+    for f in mixed_files:
+        assert torch.allclose(decode(f, dc), reference(f, dc), atol=2.01 / 255)
+
+
+def test_batches_are_uint8_channels_last(mixed_files):
+    b = next(iter(iter_batches(mixed_files[:2], LITE, batch_size=2)))
+    assert b.data.dtype == torch.uint8
+    assert b.data.is_contiguous(memory_format=torch.channels_last)
+    px = b.pixels
+    assert px.dtype == torch.float32 and px.min() >= 0.0 and px.max() <= 1.0
+
+
+def test_petimages_match_reference(petimages):
+    files = sorted((petimages / "Cat").glob("*.jpg"))[:6] + sorted((petimages / "Dog").glob("*.jpg"))[:6]
+    got = torch.cat([b.pixels for b in iter_batches(files, LITE, batch_size=5)])
+    ref = torch.stack([reference(p, LITE) for p in files])
+    assert (got - ref).abs().max().item() <= 2.01 / 255
+
+
+def test_image_at_input_size_passes_through_untouched(tmp_path):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)  # e.g. a saved adversarial PNG
+    Image.fromarray(arr).save(tmp_path / "adv.png")
+    b = next(iter(iter_batches([tmp_path / "adv.png"], LITE, batch_size=1)))
+    assert torch.equal(b.data[0].permute(1, 2, 0), torch.from_numpy(arr))
+
+
+def test_draft_decoding_of_large_jpeg_matches_full_decode(sample_images, tmp_path):
+    big = tmp_path / "big.jpg"
+    Image.open(sample_images["chelsea"]).resize((2000, 1500), Image.Resampling.BICUBIC).save(big, quality=92)
+    # draft really decodes at reduced scale (1/4 here: 500x375 keeps the short side >= 256)...
+    assert load_rgb(big, min_side=LITE.resize_size).size == (500, 375)
+    # ...and the model input is nearly the same as from the full-size decode
+    fast = decode(big, LITE)
+    full = LITE.preprocess(load_rgb(big))
+    assert (fast - full).abs().mean().item() < 0.01
+    assert torch.nn.functional.cosine_similarity(fast.flatten(), full.flatten(), dim=0) > 0.999
+    # (the speed-up itself is measured in benchmarks/, not asserted on a shared CPU)
+
+
+def test_bad_files_are_reported_not_fatal(sample_images, tmp_path):
+    trunc = tmp_path / "truncated.jpg"
+    trunc.write_bytes(sample_images["coffee"].read_bytes()[:300])
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    files = [sample_images["chelsea"], trunc, text, tmp_path / "missing.jpg", empty, sample_images["coffee"]]
+    batches = list(iter_batches(files, LITE, batch_size=4, workers=2))
+    ok = [i for b in batches for i in b.indices]
+    failed = dict(f for b in batches for f in b.failed)
+    assert ok == [0, 5]
+    assert sorted(failed) == [1, 2, 3, 4]
+    assert failed[3] == "file not found"
+    assert all(isinstance(r, str) and r for r in failed.values())
+    got = torch.cat([b.pixels for b in batches])
+    assert torch.allclose(got[1], reference(files[5], LITE), atol=2.01 / 255)  # rows compacted in order
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return create_backbone("efficientnet_lite0")
+
+
+def test_runner_matches_eager_model(lite0, mixed_files):
+    b = next(iter(iter_batches(mixed_files[:4], lite0.data_config, batch_size=4)))
+    with torch.no_grad():
+        ref = lite0.model.features(b.pixels.contiguous())
+    fp32 = FeatureRunner(lite0.model, "cpu", bf16=False, batch_size=4)(b.data)
+    assert fp32.dtype == torch.float32 and fp32.shape == ref.shape
+    assert torch.allclose(fp32, ref, atol=1e-3, rtol=1e-3)
+    bf16 = FeatureRunner(lite0.model, "cpu", bf16=True, batch_size=4)(b.data)
+    cos = torch.nn.functional.cosine_similarity(bf16, ref, dim=1)
+    assert cos.min() > 0.98
+
+
+def test_extract_streams_to_cache_and_skips_bad(lite0, sample_images, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("nope")
+    files = [sample_images["chelsea"], bad, sample_images["coffee"]]
+    first = extract(lite0, files, batch_size=2, progress=False)
+    assert first.ok.tolist() == [True, False, True]
+    assert first.skipped[0][0] == str(bad)
+    assert first.features.shape == (2, lite0.feature_dim) and first.extracted == 3
+    again = extract(lite0, files, batch_size=2, progress=False)
+    assert again.extracted == 0
+    np.testing.assert_array_equal(again.features, first.features)
