@@ -28,7 +28,8 @@ from transferlab.run import load
 
 
 def numeric_sorted(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png") and p.stem.isdigit()]
+    exts = (".jpg", ".jpeg", ".png")
+    files = [p for p in folder.iterdir() if p.suffix.lower() in exts and p.stem.isdigit()]
     return sorted(files, key=lambda p: int(p.stem))
 
 
@@ -87,7 +88,8 @@ def main() -> None:
                 p.parent.mkdir(parents=True, exist_ok=True)
                 st["pngs"].append(save_png(xi, p))
         done = {m: f"{np.mean(stats[m]['ok']):.2f}" for m in methods}
-        print(f"{n_ok}/{len(files)} images, success so far {done}, {time.perf_counter() - t_all:.0f} s", flush=True)
+        print(f"{n_ok}/{len(files)} images, success so far {done}, {time.perf_counter() - t_all:.0f} s",
+              flush=True)
 
     r2 = load(a.transfer_to) if a.transfer_to else None
     t2 = r2.class_index(a.target) if r2 else None
@@ -131,8 +133,9 @@ def main() -> None:
           f"transfer → {a.transfer_to} |")
     print("|---|---|---|---|---|---|---|---|---|")
     for m, r in results["methods"].items():
-        print(f"| {m} | {r['budget']} | {r['steps']} | {r['success_rate_saved_png']:.1%} | {r['mean_l2']:.2f} | "
-              f"{r['mean_linf_255']:.2f}/255 | {r['mean_psnr_db']:.1f} | {r['seconds_per_image']:.2f} | "
+        print(f"| {m} | {r['budget']} | {r['steps']} | {r['success_rate_saved_png']:.1%} | "
+              f"{r['mean_l2']:.2f} | {r['mean_linf_255']:.2f}/255 | {r['mean_psnr_db']:.1f} | "
+              f"{r['seconds_per_image']:.2f} | "
               f"{r.get('transfer_rate', float('nan')):.1%} |")
 
 

@@ -3,7 +3,8 @@
 Same images, same FeatureRunner (channels_last + bf16 where supported, no compile):
   decode-only   threads=1/2, no model (the decode cost alone)
   sequential    decode a batch (2 threads), then run it: no overlap, no oversubscription
-  threads=K     transferlab's iter_batches (K decode threads, 2 batches ahead)
+  threads=K     transferlab's iter_batches (K decode threads, 2 batches ahead), decode threads
+                at nice 0 / 10 / 19 (per-thread priority on Linux)
   processes=K   ProcessPoolExecutor, one task per batch slice, uint8 arrays pickled back
 Usage: python benchmarks/decode_strategies.py [DATA] [--n 640] [--batch-size 32]
 """
@@ -41,7 +42,10 @@ def main() -> None:
     ap.add_argument("data", nargs="?", type=Path, default=SHARED)
     ap.add_argument("--n", type=int, default=640)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     bb = create_backbone()
     dc = bb.data_config
     files = list_images(a.data)
@@ -70,8 +74,11 @@ def main() -> None:
 
     res["sequential_2threads"] = len(paths) / timed(sequential)
     for k in (1, 2):
-        res[f"overlap_threads{k}"] = len(paths) / timed(
-            lambda k=k: [run(b.data) for b in iter_batches(paths, dc, bs, k)])
+        for nice in (0, 10, 19):
+            res[f"overlap_threads{k}_nice{nice}"] = len(paths) / timed(
+                lambda k=k, nice=nice: [run(b.data) for b in iter_batches(paths, dc, bs, k, nice=nice)])
+    res["forward_only_again"] = len(paths) / timed(
+        lambda: [run(pre[i % len(pre)]) for i in range(len(starts))])
 
     for k in (1, 2):
         def procs(k=k):

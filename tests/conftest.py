@@ -13,10 +13,19 @@ PETIMAGES = SHARED_DATA / "petimages"
 OXFORD = SHARED_DATA / "oxford-pets-subset"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Each test session gets its own feature cache, never the user's."""
-    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """The test session gets its own feature cache, never the user's (session scope, so that
+    session fixtures which train runs use it too)."""
+    import os
+
+    old = os.environ.get("TRANSFERLAB_CACHE")
+    os.environ["TRANSFERLAB_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
+    yield
+    if old is None:
+        os.environ.pop("TRANSFERLAB_CACHE", None)
+    else:
+        os.environ["TRANSFERLAB_CACHE"] = old
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +54,45 @@ def oxford() -> Path:
     if not OXFORD.is_dir():
         pytest.skip("../shared/data/oxford-pets-subset not present")
     return OXFORD
+
+
+def _first(folder: Path, n: int) -> list[Path]:
+    return sorted(folder.glob("*.jpg"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)[:n]
+
+
+@pytest.fixture(scope="session")
+def small_pets(tmp_path_factory, petimages) -> Path:
+    """60 cats + 60 dogs from the shared PetImages, copied to a temp folder (class per folder)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("small_pets")
+    for cls in ("Cat", "Dog"):
+        (root / cls).mkdir()
+        for p in _first(petimages / cls, 60):
+            shutil.copy(p, root / cls / p.name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_pets_run(tmp_path_factory, small_pets) -> Path:
+    """A linear run trained on ``small_pets`` (efficientnet_lite0), shared by several tests."""
+    from transferlab.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "pets-linear"
+    train(small_pets, backbone="efficientnet_lite0", mode="linear", out=out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def heldout_pets_csv(tmp_path_factory, petimages) -> Path:
+    """A CSV of 40 other PetImages photos (ids 2000+), labelled Cat/Dog."""
+    d = tmp_path_factory.mktemp("heldout")
+    lines = ["path,label"]
+    for cls in ("Cat", "Dog"):
+        for i in range(2000, 2020):
+            p = petimages / cls / f"{i}.jpg"
+            if p.exists():
+                lines.append(f"{p},{cls}")
+    f = d / "heldout.csv"
+    f.write_text("\n".join(lines) + "\n")
+    return f

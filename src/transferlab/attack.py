@@ -520,7 +520,7 @@ def attack_image(
         "linf": float(dist["linf"][0]),
         "linf_255": float(dist["linf"][0] * 255),
         "l2": float(dist["l2"][0]),
-        "psnr_db": float(dist["psnr"][0]),
+        "psnr_db": float(dist["psnr"][0]) if np.isfinite(dist["psnr"][0]) else None,  # None: unchanged
         "refined": res.refined > 0,
         "scored_from_saved_png": verified,
         "seconds": round(seconds, 3),
@@ -569,9 +569,14 @@ def transfer(png: Path | None, original: str | Path, spec: str, target_name: str
     return out
 
 
+def _amplification(delta: torch.Tensor) -> float:
+    """Factor that maps the largest |delta| to 0.5 (0 for an unchanged image)."""
+    m = float(delta.abs().max())
+    return 0.5 / m if m > 0 else 0.0
+
+
 def _amplified(delta: torch.Tensor) -> torch.Tensor:
-    scale = 0.5 / max(float(delta.abs().max()), 1e-12)
-    return (0.5 + delta * scale).clamp(0, 1)
+    return (0.5 + delta * _amplification(delta)).clamp(0, 1)
 
 
 def attack_figure(x, xq, probs0, probs_pert, probs1, classes, path, info: dict) -> Path:
@@ -584,12 +589,12 @@ def attack_figure(x, xq, probs0, probs_pert, probs1, classes, path, info: dict) 
     from .figures import save_figure
 
     delta = (xq - x).cpu()
-    amp = 0.5 / max(float(delta.abs().max()), 1e-12)
+    amp = _amplification(delta)
     panels = [
         (x, probs0, f"original\n{info['original']['class']} ({info['original']['prob']:.2f})"),
         (_amplified(delta), probs_pert,
          f"perturbation ×{amp:.0f}\nL∞ = {info['linf_255']:.1f}/255, L2 = {info['l2']:.2f}, "
-         f"PSNR {info['psnr_db']:.1f} dB"),
+         f"PSNR {_db(info['psnr_db'])}"),
         (xq, probs1, f"adversarial ({info['method']}, ε = {info['eps_label']})\n"
                      f"{info['adversarial']['class']} ({info['adversarial']['prob']:.2f})"
                      f" — {'success' if info['success'] else 'FAILED'}"),
@@ -615,6 +620,10 @@ def attack_figure(x, xq, probs0, probs_pert, probs1, classes, path, info: dict) 
     return save_figure(fig, path)
 
 
+def _db(v: float | None) -> str:
+    return "∞ (unchanged)" if v is None else f"{v:.1f} dB"
+
+
 def format_result(r: dict) -> list[str]:
     """Human-readable lines for the CLI and the demo."""
     o, a = r["original"], r["adversarial"]
@@ -627,7 +636,7 @@ def format_result(r: dict) -> list[str]:
         + (f", target p = {a['target_prob']:.3f}" if r["targeted"] else ""),
         f"{'SUCCESS' if r['success'] else 'FAILED'} "
         + ("(scored on the saved 8-bit PNG)" if r["scored_from_saved_png"] else "(after 8-bit rounding)"),
-        f"L∞ = {r['linf_255']:.2f}/255 ({r['linf']:.4f}), L2 = {r['l2']:.3f}, PSNR = {r['psnr_db']:.1f} dB, "
+        f"L∞ = {r['linf_255']:.2f}/255 ({r['linf']:.4f}), L2 = {r['l2']:.3f}, PSNR = {_db(r['psnr_db'])}, "
         f"{r['seconds']:.1f} s",
     ]
     if r.get("transfer"):

@@ -27,7 +27,14 @@ import torch
 from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .errors import TransferlabError
 from .images import BadImage, is_image_file
-from .pipeline import FeatureRunner, decode_array, default_device, default_workers, run_features
+from .pipeline import (
+    FeatureRunner,
+    decode_array,
+    default_device,
+    default_nice,
+    default_workers,
+    run_features,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -264,6 +271,7 @@ def bench(
 
     result["settings"] = run.settings | {
         "decode_workers": workers or default_workers(),
+        "decode_nice": default_nice(),
         "compile_seconds": run.compile_seconds,
         "setup_seconds": round(setup, 2),
         "cpu_count": os.cpu_count(),
@@ -286,7 +294,8 @@ def format_report(r: dict) -> str:
         f"data: {r['data']} ({r['distinct_images']} distinct files, {r['images']} images for (b))",
         f"device: {s['device']}  torch {s['torch']}",
         f"settings: batch {s['batch_size']}, torch threads {s['torch_threads']}, decode threads "
-        f"{s['decode_workers']}, bf16 {s['bf16']}, channels_last {s['channels_last']}, compile {s['compile']}"
+        f"{s['decode_workers']} (nice {s['decode_nice']}), bf16 {s['bf16']}, "
+        f"channels_last {s['channels_last']}, compile {s['compile']}"
         + (f" (one-off {s['compile_seconds']:.1f} s)" if s.get("compile_seconds") else ""),
         "",
         f"{'':<12}{'images':>8}{'seconds':>10}{'img/s':>10}{'peak RSS MB':>13}",

@@ -115,6 +115,15 @@ def train(
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Held-out validation share.")] = 0.2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="head/finetune: epochs.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="head/finetune: peak learning rate.")] = None,
+    unfreeze: Annotated[str | None, typer.Option(
+        "--unfreeze", help="finetune: all | last:K (depth groups) | progressive.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="head/finetune.")] = None,
+    aug: Annotated[str | None, typer.Option("--aug", help="finetune: light | randaug | none.")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="finetune: continue RUN from its last checkpoint.")] = None,
+    nproc: Annotated[int, typer.Option(
+        "--nproc", min=1, help="Processes (DDP via torchrun; gloo on CPU, nccl on CUDA).")] = 1,
     run_out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to write.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -123,9 +132,16 @@ def train(
     from .train import train as _train
 
     _quiet(quiet)
-    opts = {"epochs": epochs} if epochs is not None else {}
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from .finetune import launch_torchrun
+
+        raise typer.Exit(launch_torchrun(nproc, sys.argv[1:]))
+    opts = {k: v for k, v in {"epochs": epochs, "lr": lr, "unfreeze": unfreeze, "batch_size": batch_size,
+                              "aug": aug, "resume": resume}.items() if v is not None}
     run = _train(data, backbone=backbone, weights=weights, mode=mode, format=fmt, label=label, split=split,
-                 val_fraction=val_fraction, seed=seed, out=run_out, progress=not quiet, **opts)
+                 val_fraction=val_fraction, seed=seed, out=run_out or resume, progress=not quiet, **opts)
+    if run is None:  # a non-zero torchrun rank: rank 0 reports
+        return
     m = json.loads((run.path / "metrics.json").read_text())
     if as_json:
         _print_json({"run": str(run.path), **{k: m.get(k) for k in
@@ -154,6 +170,7 @@ def evaluate(
     split: Annotated[Optional[str], typer.Option("--split", help="test (Oxford default) | trainval | train | val")] = None,
     fmt: Annotated[str, typer.Option("--format")] = "auto",
     eval_out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write metrics and figures.")] = None,
+    tta: Annotated[str | None, typer.Option("--tta", help="Test-time aug: flip | flip+crops.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -163,7 +180,8 @@ def evaluate(
     _quiet(quiet)
     r = load(run)
     dest = eval_out or ((r.path / f"eval-{Path(str(data).rstrip('/')).name}-{split or 'default'}") if r.path else None)
-    m = r.evaluate(data, split=split, out=dest, format=fmt, progress=not quiet)
+    m = r.evaluate(data, split=split, out=dest, format=fmt, progress=not quiet,
+                   **({"tta": tta} if tta else {}))
     if as_json:
         _print_json({k: v for k, v in m.items() if k not in ("confusion",)})
     else:
@@ -182,6 +200,7 @@ def predict(
     run: Annotated[str, typer.Argument(help="Run directory (or a backbone name).")],
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1)] = 3,
+    tta: Annotated[str | None, typer.Option("--tta", help="Test-time aug: flip | flip+crops.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -190,7 +209,7 @@ def predict(
     from .run import load
 
     _quiet(quiet)
-    _show_predictions(_predict(load(run), images, top_k=top_k), as_json)
+    _show_predictions(_predict(load(run), images, top_k=top_k, tta=tta), as_json)
 
 
 @app.command()
@@ -337,6 +356,80 @@ def robustness(
     if r["skipped"]:
         err.print(f"skipped {len(r['skipped'])} unreadable files")
     _list_files("written", [r.get("figure"), Path(out_dir) / "robustness.json" if out_dir else None])
+
+
+@app.command()
+def featuremaps(
+    image: Annotated[Path | None, typer.Argument(help="Photo (not needed with --list-layers).")] = None,
+    backbone: BackboneOpt = "efficientnet_lite0",
+    run: Annotated[str | None, typer.Option("--run", help="Inspect a trained run instead.")] = None,
+    layer: Annotated[str | None, typer.Option(
+        "--layer", "-l", help="Name or position from --list-layers (default: a mid-level block).")] = None,
+    list_layers: Annotated[bool, typer.Option("--list-layers", help="Print layers, output shapes.")] = False,
+    out_png: Annotated[Path, typer.Option("--out", "-o", help="Figure (.png).")] = Path("featuremaps.png"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Feature maps of one layer: the most active channels and a heat map over the photo."""
+    from . import inspect as _inspect
+    from .run import load
+
+    if list_layers:
+        layers = _inspect.list_layers(load(run or backbone))
+        if as_json:
+            _print_json([{"name": li.name, "shape": list(li.shape)} for li in layers])
+        else:
+            for li in layers:
+                out.print(f"{li.name:<14} {'x'.join(map(str, li.shape))}", highlight=False)
+        return
+    if image is None:
+        raise TransferlabError("give an IMAGE (or --list-layers)")
+    fm, path = _inspect.featuremaps(image, run or backbone, layer=layer, out=out_png)
+    if as_json:
+        _print_json(fm.to_dict() | {"out": str(path)})
+    else:
+        c, h, w = fm.activations.shape
+        out.print(f"{fm.layer}: {c} channels at {h}x{w}; most active {fm.top_channels[:8]}", highlight=False)
+        _list_files("written", [path])
+
+
+@app.command()
+def dream(
+    target: Annotated[str, typer.Argument(help="Class: ImageNet name (fuzzy: 'siamese') or a run's class.")],
+    out_png: Annotated[Path, typer.Option("--out", "-o", help="Image (.png, at the model's input size).")],
+    backbone: BackboneOpt = "efficientnet_lite0",
+    run: Annotated[str | None, typer.Option("--run", help="Dream for a trained run's class.")] = None,
+    method: Annotated[str, typer.Option("--method", "-m", help="lucid (robust, readable) | plain (lesson)")]
+    = "lucid",
+    steps: Annotated[int | None, typer.Option("--steps", min=1)] = None,
+    tv: Annotated[float | None, typer.Option("--tv", min=0, help="Total-variation weight (plain: 0.005).")]
+    = None,
+    lr: Annotated[float | None, typer.Option("--lr", min=0)] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    from_image: Annotated[Path | None, typer.Option("--from", help="Start from this photo.")] = None,
+    check_with: Annotated[str | None, typer.Option(
+        "--check-with", help="Score the saved PNG with an independent backbone.")] = None,
+    snapshots: Annotated[int, typer.Option("--snapshots", min=0, help="Also save a strip of K steps.")] = 0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Optimise an image until the model says CLASS; probabilities are of the saved 8-bit PNG."""
+    from .dream import dream as _dream
+
+    _quiet(quiet)
+    r = _dream(target, run or backbone, method=method, steps=steps, tv=tv, lr=lr, seed=seed,
+               check_with=check_with, init_image=from_image, snapshots=snapshots, out=out_png,
+               progress=not quiet)
+    if as_json:
+        _print_json(r.to_dict())
+        return
+    out.print(f"{r.method}, {r.steps} steps, {r.seconds:.1f} s: p({r.target}) = {r.prob:.3f} on "
+              f"{r.model}  (top-3: {', '.join(f'{c} {p:.2f}' for c, p in r.top)})", highlight=False)
+    if r.check:
+        c = r.check
+        p = "n/a" if c["prob"] is None else f"{c['prob']:.3f}"
+        out.print(f"check with {c['backbone']}: p({r.target}) = {p}  (top-3: "
+                  f"{', '.join(f'{n} {q:.2f}' for n, q in c['top'])})", highlight=False)
+    _list_files("written", [r.paths.get("out"), r.paths.get("snapshots")])
 
 
 # --- commands of later pipeline stages register below (one thin function each) -------------

@@ -180,6 +180,8 @@ def _runner(model: ImageClassifier, device: torch.device, batch_size: int) -> Fe
     key = (id(model), str(device), batch_size, precision_tag(device), compile_default())
     run = _RUNNERS.get(key)
     if run is None or run.model is not model:
+        while len(_RUNNERS) >= 4:  # bounded: a runner keeps its (possibly fine-tuned) model alive
+            _RUNNERS.pop(next(iter(_RUNNERS)))
         run = _RUNNERS[key] = FeatureRunner(model, device, batch_size=batch_size)
     else:
         model.to(device)

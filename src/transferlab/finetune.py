@@ -195,6 +195,14 @@ def fit_head(spec: dict, xt: np.ndarray, yt: np.ndarray, xv: np.ndarray | None, 
                       b["train_acc"])
 
 
+def _score(head: nn.Module, x: np.ndarray | None, y: np.ndarray | None, split: str) -> dict:
+    if x is None or y is None or not len(y):
+        return {f"{split}_loss": None, f"{split}_acc": None}
+    p = _head_probs(head, x)
+    loss = float(F.nll_loss(torch.from_numpy(np.log(np.clip(p, 1e-12, 1))), torch.from_numpy(y)))
+    return {f"{split}_loss": loss, f"{split}_acc": float((p.argmax(1) == y).mean())}
+
+
 def _head_probs(head: nn.Module, x: np.ndarray | None) -> np.ndarray | None:
     if x is None:
         return None
@@ -211,7 +219,8 @@ def train_head(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: int = 
     With no validation split, 15 % of the training images are held out for the stopping rule."""
     device = _init_distributed() if world_size() > 1 else None
     k = len(tr.classes)
-    xt, yt, _, sk_t = sharded_features(bb, tr, progress=progress, description="features (train)", device=device)
+    xt, yt, _, sk_t = sharded_features(bb, tr, progress=progress, description="features (train)",
+                                       device=device)
     xv = yv = ok_v = None
     sk_v: list = []
     if len(va):
@@ -320,8 +329,9 @@ def train_transform(dc: DataConfig, aug: str = "light"):
     if aug not in AUGMENTATIONS:
         raise TransferlabError(f"--aug must be one of {', '.join(AUGMENTATIONS)}, not '{aug}'")
     if aug == "none":
-        from .pipeline import resize_crop
         from torchvision.transforms.v2 import functional as TF
+
+        from .pipeline import resize_crop
 
         return lambda img: TF.pil_to_tensor(resize_crop(img, dc))
     return create_transform(
@@ -442,21 +452,24 @@ FINETUNE_DEFAULTS = {
     "label_smoothing": 0.1, "clip": 1.0, "aug": "light", "bn": "frozen", "patience": 3, "head_epochs": 100,
     "pct_start": 0.25, "workers": None,
 }
-_RESUME_KEEP = ("epochs", "lr", "lr_mult", "unfreeze", "batch_size", "weight_decay", "label_smoothing", "clip",
-                "aug", "bn", "patience", "head_epochs", "pct_start")
+_RESUME_KEEP = ("epochs", "lr", "lr_mult", "unfreeze", "batch_size", "weight_decay", "label_smoothing",
+                "clip", "aug", "bn", "patience", "head_epochs", "pct_start")
 
 
 @register_trainer("finetune")
-def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: int = 0, out: Path | None = None,
-                   progress: bool = True, resume: str | Path | None = None, **options) -> Fitted:
+def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: int = 0,
+                   out: Path | None = None, progress: bool = True, resume: str | Path | None = None,
+                   **options) -> Fitted:
     """Head warm-up on cached features, then ``epochs`` epochs of end-to-end training of the
     unfrozen depth groups. Best epoch (validation accuracy, then loss) is what the run keeps;
     without a validation split, the last epoch."""
     unknown = {k for k, v in options.items() if v is not None} - set(FINETUNE_DEFAULTS) - {"device"}
-    opts = {**FINETUNE_DEFAULTS, **{k: v for k, v in options.items() if v is not None and k in FINETUNE_DEFAULTS}}
+    given = {k: v for k, v in options.items() if v is not None and k in FINETUNE_DEFAULTS}
+    opts = {**FINETUNE_DEFAULTS, **given}
     if unknown:
         raise TransferlabError(f"unknown finetune option(s): {', '.join(sorted(unknown))}")
-    device = _init_distributed() if world_size() > 1 else torch.device(options.get("device") or default_device())
+    device = (_init_distributed() if world_size() > 1
+              else torch.device(options.get("device") or default_device()))
     ckdir = Path(resume or out or "runs/finetune") / CHECKPOINT_DIR
     ck = Checkpoints(ckdir)
     saved = ck.state() if resume else None
@@ -497,7 +510,7 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
     groups = depth_groups(model.trunk)
     n_unfrozen, progressive = parse_unfreeze(str(opts["unfreeze"]), len(groups))
     history: list[dict] = []
-    if saved is None:
+    if saved is None and int(opts["head_epochs"]) > 0:
         warm = fit_head(spec, xt, yt, xv, yv, seed=seed, epochs=int(opts["head_epochs"]), lr=3e-3,
                         weight_decay=opts["weight_decay"], label_smoothing=opts["label_smoothing"],
                         patience=15)
@@ -505,6 +518,11 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
         history.append({"epoch": 0, "phase": "head (frozen trunk, cached features)",
                         "train_loss": warm.train_loss, "train_acc": warm.train_acc,
                         "val_loss": warm.val_loss, "val_acc": warm.val_acc})
+    elif saved is None:  # no warm-up: the fresh head's starting point is epoch 0 of the curves
+        torch.manual_seed(seed)
+        model.head = build_head(spec)
+        history.append({"epoch": 0, "phase": "untrained head",
+                        **_score(model.head, xt, yt, "train"), **_score(model.head, xv, yv, "val")})
     else:
         model.head = build_head(spec)
 
@@ -731,3 +749,52 @@ def _progress_line(row: dict, epochs: int) -> None:
     Console(stderr=True).print(
         f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.3f}  train acc {row['train_acc']:.3f}"
         f"{v}  ({row['seconds']:.0f} s)", highlight=False)
+
+
+def launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """``transferlab train ... --nproc N`` = ``torchrun --standalone --nproc_per_node N -m transferlab
+    train ...`` (the same arguments minus ``--nproc``); returns torchrun's exit code."""
+    import subprocess
+    import sys
+
+    args, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "transferlab", *args]
+    return subprocess.call(cmd)
+
+
+def demo_section(out_dir: Path, quiet: bool = True) -> dict:
+    """``transferlab demo``: fine-tune on 120 of scikit-learn's real handwritten digits (12 per
+    class): head warm-up on cached features, then 2 epochs with the last 3 depth groups unfrozen.
+    Small enough for about a minute on 2 cores; shows the curves and the head-only vs fine-tuned
+    accuracy."""
+    from .data import load_dataset
+    from .demo import digits_folder
+    from .train import train
+
+    ds = load_dataset(digits_folder(Path(out_dir)))
+    idx = np.concatenate([np.flatnonzero(ds.labels == c)[:12] for c in range(len(ds.classes))])
+    run = train(ds.subset(idx), mode="finetune", val_fraction=0.25, seed=0,
+                out=Path(out_dir) / "digits-finetune", progress=not quiet, epochs=2, batch_size=16,
+                unfreeze="last:3", lr=2e-3)
+    m = json.loads((run.path / "metrics.json").read_text())
+    h = m["history"]
+    n_val = run.config["data"]["val_images"]
+    lines = [f"{len(idx)} digit images (12 per class), {n_val} held out for validation",
+             f"head only (frozen trunk, cached features): {h[0]['val_acc']:.1%} validation accuracy",
+             *(f"epoch {r['epoch']} (last 3 depth groups unfrozen): {r['val_acc']:.1%} "
+               f"(train loss {r['train_loss']:.3f}, {r['seconds']:.0f} s)" for r in h[1:]),
+             f"kept: epoch {run.config['train']['best_epoch']} -> {m['val_accuracy']:.1%}"]
+    return {"title": "Fine-tuning end to end (efficientnet_lite0 on 120 handwritten digits)",
+            "figures": [run.path / "curves.png"], "text": lines,
+            "data": {"val_accuracy": m["val_accuracy"], "head_only": h[0]["val_acc"]}}

@@ -115,7 +115,8 @@ def feature_maps(run, image, layer: str | None = None, n_channels: int = 16) -> 
 
 def _upsample(m: np.ndarray, size: int) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))[None, None]
-    return torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    up = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+    return up[0, 0].numpy()
 
 
 def _unit(m: np.ndarray) -> np.ndarray:

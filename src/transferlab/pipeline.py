@@ -17,11 +17,12 @@ Why it looks like this (measured on a 2-core AVX512-bf16 CPU, efficientnet_lite0
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -118,9 +119,24 @@ def _safe_decode_into(path, dc: DataConfig, out: np.ndarray) -> str | None:
 
 
 def default_workers() -> int:
-    """Decode threads. On few cores they share the CPU with torch's threads; one thread per core
-    measured best (issue 5 notes), more only add contention."""
-    return max(1, min(8, os.cpu_count() or 2))
+    """Decode threads: one per core. On a small CPU they share the cores with torch's threads
+    (and fill its gaps); on a GPU box decoding is the bottleneck and wants every core."""
+    return max(1, min(32, os.cpu_count() or 2))
+
+
+def _lower_priority(nice: int) -> None:
+    """Thread initializer: on Linux ``setpriority`` on a thread id renices that thread only, so
+    decode threads yield the cores to torch's threads and fill the gaps between its kernels."""
+    if nice and hasattr(os, "setpriority"):
+        with suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+
+def default_nice() -> int:
+    """Niceness of decode threads (``TRANSFERLAB_DECODE_NICE``); see :func:`_lower_priority`.
+    10 measured best of 0/10/19 with 1-2 threads on a quiet 2-core slice (benchmarks/
+    decode_strategies.py, RESULTS-issue5.md); the margin is small, hence the knob."""
+    return int(os.environ.get("TRANSFERLAB_DECODE_NICE", "10"))
 
 
 def iter_batches(
@@ -131,17 +147,20 @@ def iter_batches(
     *,
     prefetch: int = 2,
     pin_memory: bool = False,
+    nice: int | None = None,
 ) -> Iterator[Batch]:
     """Decode in a thread pool while the caller runs the model on earlier batches.
 
     Up to ``prefetch`` batches are decoded ahead. Unreadable files are reported in
     ``Batch.failed``, never raised. ``pin_memory`` (CUDA) allocates page-locked batches so the
-    copy to the GPU can be ``non_blocking``.
+    copy to the GPU can be ``non_blocking``. ``nice`` lowers the decode threads' priority.
     """
     workers = workers or default_workers()
     s = dc.input_size
     pin = pin_memory and torch.cuda.is_available()
-    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+    nice = default_nice() if nice is None else nice
+    with ThreadPoolExecutor(workers, thread_name_prefix="decode", initializer=_lower_priority,
+                            initargs=(nice,)) as pool:
         queue: deque[tuple[int, torch.Tensor, list[Future]]] = deque()
         starts = iter(range(0, len(paths), batch_size))
 

@@ -10,14 +10,15 @@ import numpy as np
 from .errors import ImageError
 
 
-def predict(run, images: Sequence[str | Path], top_k: int = 3, batch_size: int = 32) -> list[dict]:
+def predict(run, images: Sequence[str | Path], top_k: int = 3, batch_size: int = 32,
+            tta: str | None = None) -> list[dict]:
     """``[{"path", "top": [[class, prob], ...]}]``; unreadable files get ``{"path", "error"}``."""
     for p in images:
         if not Path(p).exists():
             raise ImageError(f"image not found: {p}")
         if Path(p).is_dir():
             raise ImageError(f"{p} is a directory; give image files")
-    probs, skipped = run.predict_proba(images, batch_size=batch_size)
+    probs, skipped = run.predict_proba(images, batch_size=batch_size, tta=tta)
     why = dict(skipped)
     out, row = [], 0
     k = min(top_k, len(run.classes))

@@ -46,10 +46,16 @@ class Run:
 
     @torch.no_grad()
     def predict_proba(self, images, batch_size: int = 64, progress: bool = False,
-                      cache: bool = False) -> tuple[np.ndarray, list]:
+                      cache: bool = False, tta: str | None = None) -> tuple[np.ndarray, list]:
         """Class probabilities for image paths. Returns (probs [n_ok, k], skipped [(path, why)]).
-        ``cache``: reuse/store pooled features (only when the trunk is the pretrained one)."""
+        ``cache``: reuse/store pooled features (only when the trunk is the pretrained one).
+        ``tta``: ``flip`` or ``flip+crops`` test-time augmentation (see :mod:`transferlab.tta`)."""
         from .features import extract
+
+        if tta:
+            from .tta import predict_proba_tta
+
+            return predict_proba_tta(self, images, tta, batch_size=batch_size, progress=progress)
 
         feats = extract(self.backbone, images, model=self.model, cache=cache, progress=progress,
                         batch_size=batch_size)

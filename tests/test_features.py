@@ -1,0 +1,80 @@
+"""Feature extraction: batched equals single-image, cache hits, interrupted runs resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from transferlab import features as F
+from transferlab.backbones import create_backbone
+from transferlab.images import load_rgb
+
+
+def _paths(petimages, n):
+    return [petimages / "Cat" / f"{i}.jpg" for i in range(n // 2)] + [petimages / "Dog" / f"{i}.jpg"
+                                                                        for i in range(n // 2)]
+
+
+def test_batched_features_match_single_image_fp32(petimages):
+    bb = create_backbone()
+    paths = _paths(petimages, 6)
+    got = F.extract(bb, paths, cache=False, progress=False).features
+    with torch.no_grad():
+        ref = torch.cat([bb.model.features(bb.data_config.preprocess(load_rgb(p))[None]) for p in paths]).numpy()
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.995  # bf16 autocast where the CPU has it; fp32 reference
+
+
+def test_cache_second_run_extracts_nothing(petimages):
+    bb = create_backbone()
+    paths = _paths(petimages, 8)
+    a = F.extract(bb, paths, progress=False)
+    b = F.extract(bb, paths, progress=False)
+    assert a.extracted == 8 and b.extracted == 0
+    np.testing.assert_array_equal(a.features, b.features)
+
+
+def test_changed_file_is_re_extracted(tmp_path, petimages):
+    import shutil
+
+    bb = create_backbone()
+    f = tmp_path / "x.jpg"
+    shutil.copy(petimages / "Cat" / "3.jpg", f)
+    first = F.extract(bb, [f], progress=False)
+    shutil.copy(petimages / "Dog" / "3.jpg", f)
+    second = F.extract(bb, [f], progress=False)
+    assert second.extracted == 1 and not np.allclose(first.features, second.features)
+
+
+def test_interrupted_extraction_resumes(monkeypatch, petimages):
+    bb = create_backbone()
+    paths = _paths(petimages, 24)[::-1]  # not yet cached by other tests
+    monkeypatch.setattr(F, "SHARD", 8)
+    real = F.run_features
+
+    def dying(*a, **kw):
+        for i, b in enumerate(real(*a, **kw)):
+            if i == 2:
+                raise KeyboardInterrupt  # killed in the middle of the third batch
+            yield b
+
+    monkeypatch.setattr(F, "run_features", dying)
+    with pytest.raises(KeyboardInterrupt):
+        F.extract(bb, paths, batch_size=8, progress=False)
+    monkeypatch.setattr(F, "run_features", real)
+    resumed = F.extract(bb, paths, batch_size=8, progress=False)
+    assert resumed.extracted == 8  # 16 already in complete shards
+    full = F.extract(bb, paths, cache=False, progress=False)
+    np.testing.assert_allclose(resumed.features, full.features, atol=1e-4)
+
+
+def test_damaged_shard_is_ignored(petimages):
+    bb = create_backbone()
+    paths = _paths(petimages, 4)
+    F.extract(bb, paths, progress=False)
+    d = F.cache_root() / "features"
+    shard = sorted(d.rglob("shard-*.safetensors"))[0]
+    (shard.parent / "shard-zzzz-garbage.safetensors").write_bytes(b"\x00garbage")
+    again = F.extract(bb, paths, progress=False)
+    assert again.ok.all()

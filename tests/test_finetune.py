@@ -1,0 +1,156 @@
+"""Fine-tuning on a few real cat/dog photos: it learns, it resumes exactly, and it runs under DDP.
+
+Kept small for 2 shared cores: 24 PetImages photos (16 train / 8 val), 2 epochs, no head warm-up
+(so the end-to-end epochs have something to learn)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from transferlab import finetune
+from transferlab.backbones import create_backbone
+from transferlab.data import ImageDataset, load_dataset
+from transferlab.errors import RunError, TransferlabError
+from transferlab.run import load_run
+from transferlab.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+PETS_CAT = Path(__file__).resolve().parents[2] / "shared" / "data" / "petimages" / "Cat" / "1.jpg"
+FT = {"mode": "finetune", "epochs": 2, "batch_size": 8, "head_epochs": 0, "lr": 3e-3, "val_fraction": 1 / 3,
+      "progress": False}
+
+
+def _pets(root: Path, per_class: int) -> ImageDataset:
+    ds = load_dataset(root)
+    idx = np.r_[[np.flatnonzero(ds.labels == c)[:per_class] for c in range(2)]].ravel()
+    return ds.subset(idx)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(petimages, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft") / "full"
+    run = train(_pets(petimages, 12), out=out, **FT)
+    return run
+
+
+def test_depth_groups_and_unfreeze_spec():
+    bb = create_backbone("efficientnet_lite0")
+    groups = finetune.depth_groups(bb.model.trunk)
+    assert groups[0] == ["conv_stem", "bn1"] and groups[-1][0] == "conv_head"
+    assert [g[0] for g in groups[1:-1]] == [f"blocks.{i}" for i in range(7)]
+    assert finetune.parse_unfreeze("last:2", len(groups)) == (2, False)
+    assert finetune.parse_unfreeze("all", len(groups)) == (len(groups), False)
+    with pytest.raises(TransferlabError):
+        finetune.parse_unfreeze("last:0", len(groups))
+
+
+def test_train_transform_follows_backbone_preprocessing(sample_images):
+    from transferlab.images import load_rgb
+
+    dc = create_backbone("efficientnet_lite0").data_config
+    img = load_rgb(sample_images["chelsea"])
+    for aug in ("light", "randaug", "none"):
+        x = finetune.train_transform(dc, aug)(img)
+        assert x.dtype == torch.uint8 and x.shape == (3, dc.input_size, dc.input_size)  # no Normalize
+    # "none" is the eval geometry (one-resample PIL path vs torchvision's): same picture
+    assert (finetune.train_transform(dc, "none")(img).float() - dc.preprocess(img) * 255).abs().mean() < 2
+
+
+def test_finetune_learns(uninterrupted):
+    m = json.loads((uninterrupted.path / "metrics.json").read_text())
+    h = m["history"]
+    assert [r["epoch"] for r in h] == [0, 1, 2]
+    assert h[2]["val_loss"] < h[0]["val_loss"] - 0.1  # from an untrained head to a trained network
+    assert m["val_accuracy"] >= 0.85 and m["val_accuracy"] > h[0]["val_acc"]
+    assert (uninterrupted.path / "curves.png").stat().st_size > 0
+    sd = load_file(str(uninterrupted.path / "model.safetensors"))
+    assert any(k.startswith("trunk.") for k in sd)  # the whole network, loadable as a run
+    base = create_backbone("efficientnet_lite0").model.trunk.state_dict()
+    assert not torch.equal(sd["trunk.blocks.6.0.conv_pw.weight"], base["blocks.6.0.conv_pw.weight"])
+    assert torch.equal(sd["trunk.bn2.running_mean"], base["bn2.running_mean"])  # BN statistics frozen
+    run = load_run(uninterrupted.path)
+    assert run.is_finetuned
+    probs, skipped = run.predict_proba([str(PETS_CAT)], batch_size=4)
+    assert probs.shape == (1, 2) and not skipped and run.classes[int(probs.argmax())] == "Cat"
+
+
+def test_resume_after_kill_replays_the_same_epochs(petimages, uninterrupted, tmp_path, monkeypatch):
+    out = tmp_path / "killed"
+
+    def die(epoch: int) -> None:
+        if epoch == 1:
+            raise SystemExit("simulated kill after epoch 1")
+
+    monkeypatch.setattr(finetune, "_after_checkpoint", die)
+    with pytest.raises(SystemExit):
+        train(_pets(petimages, 12), out=out, **FT)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 1 and not (out / "config.json").exists()
+    monkeypatch.setattr(finetune, "_after_checkpoint", lambda epoch: None)
+    run = train(_pets(petimages, 12), out=out, resume=out, **FT)
+    a = json.loads((uninterrupted.path / "metrics.json").read_text())
+    b = json.loads((run.path / "metrics.json").read_text())
+    losses = [r["val_loss"] for r in a["history"]]
+    assert [r["val_loss"] for r in b["history"]] == pytest.approx(losses, abs=1e-5)
+    assert b["val_accuracy"] == a["val_accuracy"]
+    wa = load_file(str(uninterrupted.path / "model.safetensors"))
+    wb = load_file(str(run.path / "model.safetensors"))
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    assert json.loads((run.path / "config.json").read_text())["train"]["resumed_from_epoch"] == 1
+
+
+def test_resume_without_checkpoint_is_a_user_error(petimages, tmp_path):
+    with pytest.raises(RunError):
+        train(_pets(petimages, 4), out=tmp_path / "r", resume=tmp_path / "nothing", **FT)
+
+
+def test_head_mode_mlp_on_cached_features(petimages, tmp_path):
+    run = train(_pets(petimages, 12), mode="head", out=tmp_path / "head", val_fraction=1 / 3, progress=False)
+    assert run.config["head"]["type"] == "mlp"
+    m = json.loads((run.path / "metrics.json").read_text())
+    assert m["val_accuracy"] >= 0.85 and m["history"][-1]["epoch"] >= 1
+
+
+def test_ddp_two_processes_gloo(petimages, uninterrupted, tmp_path):
+    """torchrun --nproc_per_node 2 (via --nproc): one run dir, the same metrics format as 1 process."""
+    csv = tmp_path / "pets.csv"
+    ds = _pets(petimages, 6)
+    rows = "".join(f"{p},{ds.classes[y]}\n" for p, y in zip(ds.paths, ds.labels, strict=True))
+    csv.write_text("path,label\n" + rows)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "transferlab", "train", str(csv), "--mode", "finetune", "--epochs", "1",
+           "--batch-size", "4", "--val-fraction", "0.34", "--nproc", "2", "--out", str(out), "--quiet",
+           "--json"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    printed = json.loads(r.stdout)  # rank 0 alone printed (one JSON document)
+    assert printed["run"] == str(out)
+    m = json.loads((out / "metrics.json").read_text())
+    one = json.loads((uninterrupted.path / "metrics.json").read_text())
+    assert sorted(m) == sorted(one) and sorted(m["val"]) == sorted(one["val"])
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["train"]["world_size"] == 2
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
+        ["checkpoint", "config.json", "metrics.json", "model.safetensors", "confusion.png", "curves.png"])
+
+
+def test_tta_flip_and_crops(uninterrupted, petimages):
+    paths = [str(petimages / "Cat" / "1.jpg"), str(petimages / "Dog" / "1.jpg")]
+    plain, _ = uninterrupted.predict_proba(paths, batch_size=4)
+    for mode in ("flip", "flip+crops"):
+        probs, skipped = uninterrupted.predict_proba(paths, batch_size=4, tta=mode)
+        assert probs.shape == (2, 2) and not skipped
+        assert np.allclose(probs.sum(1), 1, atol=1e-4)
+        assert (probs.argmax(1) == plain.argmax(1)).all()
+    with pytest.raises(TransferlabError):
+        uninterrupted.predict_proba(paths, tta="rotate")
