@@ -77,12 +77,16 @@ def backbones(as_json: JsonOpt = False) -> None:
         _print_json(rows)
         return
     t = Table(title="Backbones")
-    for c in ("name", "kind", "available now", "params (M)", "feature dim", "input size"):
-        t.add_column(c)
+    for c in ("name", "kind", "available", "params (M)", "feature dim", "input"):
+        t.add_column(c, no_wrap=True)
     for r in rows:
-        t.add_row(r["name"], r["kind"], "yes" if r["available"] else "no" if r["kind"] == "bundled" else "if online",
-                  str(r.get("params_m", "")), str(r.get("feature_dim", "")), str(r.get("input_size", "")))
+        if r["kind"] == "bundled":
+            t.add_row(r["name"], r["kind"], "yes" if r["available"] else "no: pip install",
+                      str(r.get("params_m", "")), str(r.get("feature_dim", "")), str(r.get("input_size", "")))
     out.print(t)
+    out.print("Online (when the machine is online; weights go to torchvision's / timm's cache):\n"
+              "  any torchvision classifier name (resnet50, vgg16, mobilenet_v3_large, ...) and timm:<name>.\n"
+              "  Offline, use --weights PATH with a local state dict for those architectures.")
 
 
 @app.command()
