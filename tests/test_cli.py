@@ -30,7 +30,8 @@ def test_backbones_json():
     rows = {row["name"]: row for row in json.loads(r.stdout)}
     assert all(rows[n]["available"] for n in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
                                               "mobilenet_v2"))
-    assert rows["efficientnet_lite2"]["input_size"] == 260 and rows["mobilenet_v2"]["params_m"] == pytest.approx(3.5, abs=0.1)
+    assert rows["efficientnet_lite2"]["input_size"] == 260
+    assert rows["mobilenet_v2"]["params_m"] == pytest.approx(3.5, abs=0.1)
 
 
 @pytest.mark.parametrize(

@@ -81,7 +81,7 @@ def test_folder_format_and_seeded_stratified_split(petimages):
     ds = load_dataset(petimages)
     assert ds.format == "folder" and ds.classes == ["Cat", "Dog"] and len(ds) == 5999
     tr, va = ds.train_val_split(0.2, seed=0)
-    tr2, va2 = ds.train_val_split(0.2, seed=0)
+    _, va2 = ds.train_val_split(0.2, seed=0)
     _, va3 = ds.train_val_split(0.2, seed=1)
     assert va.paths == va2.paths and va.paths != va3.paths
     assert len(va) == 1200 and not set(tr.paths) & set(va.paths)

