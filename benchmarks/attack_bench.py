@@ -33,6 +33,85 @@ def numeric_sorted(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: int(p.stem))
 
 
+def attack_all(a, files: list[Path], run, t_idx: int, eps: float, methods: list[str]) -> None:
+    """Attack in batches; save each adversarial PNG and the attack seconds per method (timing.json)."""
+    net = _Net(run.model)
+    t_all = time.perf_counter()
+    n_ok = 0
+    for batch in iter_batches([str(f) for f in files], run.data_config, a.batch_size):
+        if not batch.indices:
+            continue
+        x = batch.pixels.contiguous()
+        y = torch.full((len(x),), t_idx, dtype=torch.long)
+        logits0 = net.score(x)
+        n_ok += len(x)
+        done = {}
+        for m in methods:
+            steps = a.optimize_steps if m == "optimize" else a.steps
+            spec = AttackSpec.make(m, eps if m != "optimize" else "default", steps, targeted=True, seed=0)
+            t0 = time.perf_counter()
+            res = run_attack(net, x, y, spec, logits_clean=logits0)
+            dt = time.perf_counter() - t0
+            d = a.out / m
+            d.mkdir(parents=True, exist_ok=True)
+            for j, xi in zip(batch.indices, res.x_adv.cpu(), strict=True):
+                save_png(xi, d / f"{files[j].stem}.png")
+            tf = d / "timing.json"
+            tm = json.loads(tf.read_text()) if tf.exists() else {}
+            for j in batch.indices:
+                tm[files[j].stem] = dt / len(batch.indices)
+            tf.write_text(json.dumps(tm))
+            done[m] = f"{res.success.float().mean():.2f} ({dt / len(x):.1f} s/img)"
+        el = time.perf_counter() - t_all
+        print(f"{n_ok}/{len(files)} images, last batch {done}, {el:.0f} s", flush=True)
+
+
+def summarize(a, files: list[Path], run, t_idx: int, eps: float, methods: list[str]) -> dict:
+    """Score the saved PNGs through the normal prediction path (what `classify` says), with
+    distortion against the preprocessed originals, and their transfer to a second model."""
+    from transferlab.pipeline import decode
+
+    r2 = load(a.transfer_to) if a.transfer_to else None
+    t2 = r2.class_index(a.target) if r2 else None
+    results = {"backbone": a.backbone, "target": run.classes[t_idx], "eps": eps, "eps_label": eps_label(eps),
+               "requested": len(files), "methods": {}}
+    for m in methods:
+        d = a.out / m
+        tm = json.loads((d / "timing.json").read_text()) if (d / "timing.json").exists() else {}
+        done = [f for f in files if (d / f"{f.stem}.png").exists()]
+        pngs = [str(d / f"{f.stem}.png") for f in done]
+        x0 = torch.stack([decode(f, run.data_config) for f in done])
+        xa = torch.stack([decode(p, run.data_config) for p in pngs])
+        dist = distortion(xa, x0)
+        p_clean, _ = run.predict_proba([str(f) for f in done])
+        p_file, _ = run.predict_proba(pngs)  # the normal path on the saved files
+        verified = p_file.argmax(1) == t_idx
+        row = {
+            "images": len(done),
+            "steps": 1 if m == "fgsm" else (a.optimize_steps if m == "optimize" else a.steps),
+            "budget": "none (unconstrained)" if m == "optimize" else f"L∞ {eps_label(eps)}",
+            "clean_predicted_as_target": int((p_clean.argmax(1) == t_idx).sum()),
+            "success_rate": float(verified.mean()),
+            "failures": [f.name for f, ok in zip(done, verified, strict=True) if not ok],
+            "mean_target_prob": float(p_file[:, t_idx].mean()),
+            "mean_l2": float(dist["l2"].mean()),
+            "mean_linf_255": float(dist["linf"].mean() * 255),
+            "max_linf_255": float(dist["linf"].max() * 255),
+            "mean_psnr_db": float(dist["psnr"].mean()),
+            "seconds_per_image": float(np.mean([tm[f.stem] for f in done if f.stem in tm])) if tm else None,
+        }
+        if r2:
+            p2, _ = r2.predict_proba(pngs)
+            p2c, _ = r2.predict_proba([str(f) for f in done])
+            hit = p2.argmax(1) == t2
+            row["transfer_clean_predicted_as_target"] = int((p2c.argmax(1) == t2).sum())
+            row["transfer_rate"] = float(hit.mean())
+            row["transfer_rate_among_successes"] = float(hit[verified].mean()) if verified.any() else 0.0
+            row["transfer_mean_target_prob"] = float(p2[:, t2].mean())
+        results["methods"][m] = row
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -47,95 +126,31 @@ def main() -> None:
     ap.add_argument("--transfer-to", default="mobilenet_v2")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--json-out", type=Path)
+    ap.add_argument("--summarize", action="store_true",
+                    help="Only score the PNGs already in --out (e.g. after an interrupted run).")
     a = ap.parse_args()
 
     files = numeric_sorted(a.data)[: a.n]
     run = load(a.backbone)
-    net = _Net(run.model)
     t_idx = run.class_index(a.target)
     eps = parse_eps(a.eps)
     methods = a.methods.split(",")
-    stats = {m: {"ok": [], "l2": [], "linf": [], "psnr": [], "seconds": 0.0, "pngs": [], "refined": 0}
-             for m in methods}
-    skipped: list[tuple[str, str]] = []
-    clean_target = 0
-    n_ok = 0
     t_all = time.perf_counter()
-    for batch in iter_batches([str(f) for f in files], run.data_config, a.batch_size):
-        skipped += [(str(files[j]), why) for j, why in batch.failed]
-        if not batch.indices:
-            continue
-        x = batch.pixels.contiguous()
-        y = torch.full((len(x),), t_idx, dtype=torch.long)
-        logits0 = net.score(x)
-        clean_target += int((logits0.argmax(1) == t_idx).sum())
-        n_ok += len(x)
-        for m in methods:
-            steps = a.optimize_steps if m == "optimize" else a.steps
-            spec = AttackSpec.make(m, eps if m != "optimize" else "default", steps, targeted=True, seed=0)
-            t0 = time.perf_counter()
-            res = run_attack(net, x, y, spec, logits_clean=logits0)
-            st = stats[m]
-            st["seconds"] += time.perf_counter() - t0
-            st["refined"] += res.refined
-            d = distortion(res.x_adv.cpu(), x)
-            st["ok"] += res.success.cpu().tolist()
-            st["l2"] += d["l2"].tolist()
-            st["linf"] += d["linf"].tolist()
-            st["psnr"] += d["psnr"].tolist()
-            for j, xi in zip(batch.indices, res.x_adv.cpu(), strict=True):
-                p = a.out / m / f"{files[j].stem}.png"
-                p.parent.mkdir(parents=True, exist_ok=True)
-                st["pngs"].append(save_png(xi, p))
-        done = {m: f"{np.mean(stats[m]['ok']):.2f}" for m in methods}
-        print(f"{n_ok}/{len(files)} images, success so far {done}, {time.perf_counter() - t_all:.0f} s",
-              flush=True)
-
-    r2 = load(a.transfer_to) if a.transfer_to else None
-    t2 = r2.class_index(a.target) if r2 else None
-    results = {"backbone": a.backbone, "target": run.classes[t_idx], "eps": eps, "eps_label": eps_label(eps),
-               "images": n_ok, "requested": len(files), "skipped": skipped,
-               "clean_predicted_as_target": clean_target, "methods": {}}
-    if r2:
-        p_clean, _ = r2.predict_proba([str(f) for f in files if str(f) not in dict(skipped)])
-        results["transfer_clean_predicted_as_target"] = int((p_clean.argmax(1) == t2).sum())
-    for m in methods:
-        st = stats[m]
-        pngs = [str(p) for p in st["pngs"]]
-        p_file, _ = run.predict_proba(pngs)  # the normal path on the saved files
-        verified = p_file.argmax(1) == t_idx
-        row = {
-            "steps": 1 if m == "fgsm" else (a.optimize_steps if m == "optimize" else a.steps),
-            "budget": "none (unconstrained)" if m == "optimize" else f"L∞ {eps_label(eps)}",
-            "success_rate": float(np.mean(st["ok"])),
-            "success_rate_saved_png": float(verified.mean()),
-            "agree_tensor_vs_png": float(np.mean(np.array(st["ok"]) == verified)),
-            "mean_target_prob_png": float(p_file[:, t_idx].mean()),
-            "mean_l2": float(np.mean(st["l2"])),
-            "mean_linf_255": float(np.mean(st["linf"]) * 255),
-            "max_linf_255": float(np.max(st["linf"]) * 255),
-            "mean_psnr_db": float(np.mean(st["psnr"])),
-            "seconds_per_image": st["seconds"] / max(n_ok, 1),
-            "refined_images": st["refined"],
-        }
-        if r2:
-            p2, _ = r2.predict_proba(pngs)
-            hit = p2.argmax(1) == t2
-            row["transfer_rate"] = float(hit.mean())
-            row["transfer_rate_among_successes"] = float(hit[verified].mean()) if verified.any() else 0.0
-            row["transfer_mean_target_prob"] = float(p2[:, t2].mean())
-        results["methods"][m] = row
+    if not a.summarize:
+        attack_all(a, files, run, t_idx, eps, methods)
+    results = summarize(a, files, run, t_idx, eps, methods)
     results["seconds_total"] = round(time.perf_counter() - t_all, 1)
     print(json.dumps(results["methods"], indent=2))
     if a.json_out:
         a.json_out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\n| method | budget | steps | success (8-bit PNG) | mean L2 | mean L∞ | PSNR dB | s/img | "
-          f"transfer → {a.transfer_to} |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| method | images | budget | steps | success (8-bit PNG) | mean L2 | mean L∞ | PSNR dB "
+          f"| s/img | transfer → {a.transfer_to} |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for m, r in results["methods"].items():
-        print(f"| {m} | {r['budget']} | {r['steps']} | {r['success_rate_saved_png']:.1%} | "
+        sec = f"{r['seconds_per_image']:.2f}" if r["seconds_per_image"] is not None else "n/a"
+        print(f"| {m} | {r['images']} | {r['budget']} | {r['steps']} | {r['success_rate']:.1%} | "
               f"{r['mean_l2']:.2f} | {r['mean_linf_255']:.2f}/255 | {r['mean_psnr_db']:.1f} | "
-              f"{r['seconds_per_image']:.2f} | "
+              f"{sec} | "
               f"{r.get('transfer_rate', float('nan')):.1%} |")
 
 

@@ -64,18 +64,43 @@ class DataConfig:
     def pil_interpolation(self) -> TF.InterpolationMode:
         return TF.InterpolationMode(self.interpolation)
 
-    def preprocess(self, img: Image.Image) -> torch.Tensor:
-        """PIL RGB image -> float tensor [3, S, S] in [0, 1].
+    def resize_crop(self, img: Image.Image) -> Image.Image:
+        """Resize the shorter side to ``resize_size`` and centre-crop ``input_size`` x ``input_size``.
 
-        An image already at exactly ``input_size`` x ``input_size`` passes through untouched:
-        that is what the model was shown (e.g. a saved adversarial PNG or a dream), and a
-        resize + crop would destroy pixel-level perturbations.
+        Same geometry as torchvision's ``resize(int)`` + ``center_crop``, but done as ONE PIL
+        resample of the kept box (``box=``), so only the output pixels are computed. An image
+        already at exactly ``input_size`` x ``input_size`` passes through untouched: that is what
+        the model was shown (a saved adversarial PNG, a dream), and a resize + crop would destroy
+        pixel-level perturbations.
         """
-        s = self.input_size
-        if img.size != (s, s):
-            img = TF.resize(img, self.resize_size, interpolation=self.pil_interpolation, antialias=True)
-            img = TF.center_crop(img, [s, s])
-        return TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True)
+        s, r = self.input_size, self.resize_size
+        w, h = img.size
+        if (w, h) == (s, s):
+            return img
+        nw, nh = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)
+        if min(nw, nh) < s:  # crop larger than the resized image: torchvision pads, do the same
+            img = TF.resize(img, r, interpolation=self.pil_interpolation, antialias=True)
+            return TF.center_crop(img, [s, s])
+        # torchvision's _compute_resized_output_size and _center_crop_compute_crop_anchor
+        top, left = round((nh - s) / 2.0), round((nw - s) / 2.0)
+        sx, sy = w / nw, h / nh
+        box = (left * sx, top * sy, (left + s) * sx, (top + s) * sy)
+        return img.resize((s, s), _PIL_RESAMPLE[self.interpolation], box=box)
+
+    def preprocess(self, img: Image.Image) -> torch.Tensor:
+        """PIL RGB image -> float tensor [3, S, S] in [0, 1] (normalisation is inside the model)."""
+        return TF.to_dtype(TF.pil_to_tensor(self.resize_crop(img)), torch.float32, scale=True)
+
+
+_PIL_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "nearest-exact": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
 
 class Normalize(nn.Module):

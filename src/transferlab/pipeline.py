@@ -35,16 +35,6 @@ from torch import nn
 from .backbones import DataConfig
 from .images import BadImage, load_rgb
 
-_PIL_RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "nearest-exact": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-    "lanczos": Image.Resampling.LANCZOS,
-}
-
 
 @dataclass
 class Batch:
@@ -72,25 +62,8 @@ def to_pixels(data: torch.Tensor, device: torch.device | str | None = None) -> t
 # Decoding one file
 # ----------------------------------------------------------------------------------------------
 def resize_crop(img: Image.Image, dc: DataConfig) -> Image.Image:
-    """Resize the shorter side to ``resize_size`` and centre-crop ``input_size`` in ONE resample.
-
-    Same geometry as torchvision ``resize(int)`` + ``center_crop`` (what
-    :meth:`DataConfig.preprocess` does), but PIL's ``box=`` computes only the kept pixels. An image
-    already at ``input_size`` x ``input_size`` passes through untouched, as in ``preprocess``.
-    """
-    s, r = dc.input_size, dc.resize_size
-    w, h = img.size
-    if (w, h) == (s, s):
-        return img
-    if r < s:  # crop larger than the resize: torchvision pads; rare, keep the reference path
-        arr = dc.preprocess(img).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        return Image.fromarray(arr)
-    # torchvision's _compute_resized_output_size and _center_crop_compute_crop_anchor
-    nw, nh = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)
-    top, left = round((nh - s) / 2.0), round((nw - s) / 2.0)
-    sx, sy = w / nw, h / nh
-    box = (left * sx, top * sy, (left + s) * sx, (top + s) * sy)
-    return img.resize((s, s), _PIL_RESAMPLE[dc.interpolation], box=box)
+    """The backbone's resize + centre crop (:meth:`DataConfig.resize_crop`, written once there)."""
+    return dc.resize_crop(img)
 
 
 def decode_array(path: str | Path, dc: DataConfig) -> np.ndarray:
