@@ -290,7 +290,7 @@ def optimise_image(model: nn.Module, target: int | Sequence[int], size: int, *, 
         if i + 1 in keep:
             shots.append(param().detach().cpu())
         if on_step is not None:
-            on_step(i, float(loss))
+            on_step(i, loss.item())
     with torch.no_grad():
         final = param().detach().cpu()
     return final, shots, st
@@ -308,6 +308,10 @@ def dream(target: str, model: str | Path = "efficientnet_lite0", *, method: str 
     from . import progress as _progress
     from .run import load
 
+    if method not in METHODS:
+        raise TransferlabError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
+    if out is not None and Path(out).suffix.lower() != ".png":
+        raise TransferlabError(f"--out must be a .png file (lossless), got {out}")
     run = load(model)
     idx = run.class_index(target)
     dc = run.data_config
@@ -412,8 +416,8 @@ def demo_section(out_dir: Path, quiet: bool = True) -> dict:
     except TransferlabError:
         check = None
     runs = [
-        ("plain, 10·CE + 0.005·TV", dict(method="plain", steps=100)),
-        ("lucid (Fourier, decorrelated, jitter)", dict(method="lucid", steps=128)),
+        ("plain, 10·CE + 0.005·TV", dict(method="plain", steps=150)),
+        ("lucid (Fourier, decorrelated, jitter)", dict(method="lucid", steps=192)),
     ]
     results = []
     for _, kw in runs:
