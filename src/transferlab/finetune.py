@@ -9,9 +9,10 @@ Why it looks like this:
   epochs of forward passes. Only the unfrozen epochs pay for full forward + backward on
   augmented images.
 - **Unfrozen phase = fastai's ``fine_tune``**: AdamW, one-cycle (warmup + cosine) schedule,
-  discriminative learning rates spread geometrically from ``lr / lr_mult`` (first trunk group) to
-  ``lr`` (head), label smoothing, gradient clipping, channels_last, bf16 autocast where the
-  hardware has it (CUDA; bf16-capable CPUs), fp16 + GradScaler on CUDA cards without bf16.
+  discriminative learning rates (head ``lr``; trunk from ``lr * trunk_lr`` at the deepest group
+  down geometrically by ``lr_mult`` to the stem), label smoothing, gradient clipping,
+  channels_last, bf16 autocast where the hardware has it (CUDA; bf16-capable CPUs), fp16 +
+  GradScaler on CUDA cards without bf16.
 - **BatchNorm statistics stay frozen by default** (``bn="frozen"``): with ~20 images per class
   and CPU-sized batches, running statistics re-estimated from augmented mini-batches are noisier
   than the ImageNet ones; it also keeps DDP ranks identical without SyncBatchNorm.
@@ -145,7 +146,20 @@ def fit_head(spec: dict, xt: np.ndarray, yt: np.ndarray, xv: np.ndarray | None, 
              batch_size: int = 64, label_smoothing: float = 0.1, patience: int = 20,
              init: nn.Module | None = None) -> HeadResult:
     """AdamW + cosine on in-memory features; early stopping on validation loss (best weights kept).
-    Without a validation set it trains ``epochs`` epochs and keeps the last weights."""
+    Without a validation set it trains ``epochs`` epochs and keeps the last weights.
+    Runs on one thread: the matmuls are tiny, and extra OpenMP threads only spin (badly so on a
+    busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit_head(spec, xt, yt, xv, yv, seed=seed, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                         batch_size=batch_size, label_smoothing=label_smoothing, patience=patience, init=init)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_head(spec, xt, yt, xv, yv, *, seed, epochs, lr, weight_decay, batch_size, label_smoothing, patience,
+              init) -> HeadResult:
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     head = init if init is not None else build_head(spec)
@@ -448,11 +462,12 @@ def _after_checkpoint(epoch: int) -> None:
 # mode "finetune"
 # ----------------------------------------------------------------------------------------------
 FINETUNE_DEFAULTS = {
-    "epochs": 3, "lr": 1e-3, "lr_mult": 100.0, "unfreeze": "all", "batch_size": 32, "weight_decay": 0.01,
+    "epochs": 3, "lr": 1e-3, "trunk_lr": 0.1, "lr_mult": 100.0, "unfreeze": "all", "batch_size": 32,
+    "weight_decay": 0.01,
     "label_smoothing": 0.1, "clip": 1.0, "aug": "light", "bn": "frozen", "patience": 3, "head_epochs": 100,
     "pct_start": 0.25, "workers": None,
 }
-_RESUME_KEEP = ("epochs", "lr", "lr_mult", "unfreeze", "batch_size", "weight_decay", "label_smoothing",
+_RESUME_KEEP = ("epochs", "lr", "trunk_lr", "lr_mult", "unfreeze", "batch_size", "weight_decay", "label_smoothing",
                 "clip", "aug", "bn", "patience", "head_epochs", "pct_start")
 
 
@@ -475,6 +490,8 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
     saved = ck.state() if resume else None
     if resume and saved is None:
         raise RunError(f"nothing to resume: no {CHECKPOINT_DIR}/{STATE} in {resume}")
+    if saved and saved.get("finished"):
+        raise RunError(f"{resume} finished its {saved['epoch']} epochs already; nothing to resume")
     if saved:
         opts.update({k: saved["options"][k] for k in _RESUME_KEEP if k in saved["options"]})
         seed = saved.get("seed", seed)
@@ -528,7 +545,10 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
 
     # 2. optimizer over every depth group (frozen ones simply get no gradients) -------------------
     n = len(groups)
-    lrs = [opts["lr"] / opts["lr_mult"] ** ((n - i) / n) for i in range(n)]  # geometric, head = lr
+    # discriminative: the new head gets lr, the deepest trunk group lr * trunk_lr, geometric down to
+    # lr * trunk_lr / lr_mult for the stem (AdamW moves every weight by ~lr per step whatever its
+    # gradient, so pretrained convs need a much smaller step than a fresh head)
+    lrs = [opts["lr"] * opts["trunk_lr"] / opts["lr_mult"] ** ((n - 1 - i) / max(n - 1, 1)) for i in range(n)]
     param_groups = []
     for g, glr in zip(groups, lrs, strict=True):
         params = [p for name in g for p in model.trunk.get_submodule(name).parameters()]
@@ -629,10 +649,21 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
         if not (ck.dir / "best.safetensors").is_file() or not main:
             raise
         interrupted = True
+        from rich.console import Console
+
+        kept = best["epoch"] if val_paths else history[-1]["epoch"]
+        Console(stderr=True).print(f"interrupted: the run keeps epoch {kept} (best so far); continue "
+                                   f"with --resume {ck.dir.parent}", highlight=False)
 
     # 3. the best weights become the run ------------------------------------------------------------
     if main:
         sd, val_probs = ck.load_best()
+        if not interrupted:  # done: keep only the history; the run's own weights are the best ones
+            done = {**(ck.state() or {}), "finished": True}
+            write_json(ck.dir / STATE, done)
+            for f in ck.dir.iterdir():
+                if re.fullmatch(r"(last|optim)-\d+\.(safetensors|pt)|best\.safetensors", f.name):
+                    f.unlink()
     else:
         sd, val_probs = _unwrap(net).state_dict(), None
     sd = {kk: v.cpu() for kk, v in sd.items()}

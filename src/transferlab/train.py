@@ -94,7 +94,8 @@ def train(
         ds = load_dataset(data, format=format, label=label, split=split)
     bb = create_backbone(backbone, weights=weights)
     out = Path(out) if out else default_run_dir(ds.root, backbone, mode)
-    if out.exists() and any(out.iterdir()) and not (out / CONFIG).exists() and not options.get("resume"):
+    if (out.exists() and any(out.iterdir()) and not (out / CONFIG).exists() and not options.get("resume")
+            and os.environ.get("RANK", "0") == "0"):  # other torchrun ranks may see rank 0's checkpoint
         raise TransferlabError(f"{out} exists and is not a run directory; choose another --out")
     tr, va = ds.train_val_split(val_fraction, seed)
 
