@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from ._io import atomic_write  # noqa: E402
+from ._io import atomic_write
 
 
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:

@@ -17,7 +17,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
     labels = np.arange(k)
     p, r, f, s = precision_recall_fscore_support(y_true, pred, labels=labels, zero_division=0)
     out = {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "accuracy": float((pred == y_true).mean()),
         "per_class": {
             c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}

@@ -19,6 +19,7 @@ def bar(description: str, total: int | None):
     if not enabled():
         yield lambda n=1, **kw: None
         return
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -27,7 +28,6 @@ def bar(description: str, total: int | None):
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
-    from rich.console import Console
 
     cols = [
         TextColumn("[bold]{task.description}"),
