@@ -38,6 +38,8 @@ def attack_all(a, files: list[Path], run, t_idx: int, eps: float, methods: list[
     net = _Net(run.model)
     t_all = time.perf_counter()
     n_ok = 0
+    # Resume: photos whose PNGs exist for every method were done by an earlier (interrupted) run.
+    files = [f for f in files if not all((a.out / m / f"{f.stem}.png").exists() for m in methods)]
     for batch in iter_batches([str(f) for f in files], run.data_config, a.batch_size):
         if not batch.indices:
             continue

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -29,7 +29,7 @@ err = Console(stderr=True)
 
 BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help="Backbone name (see `transferlab backbones`).")]
 WeightsOpt = Annotated[
-    Optional[Path], typer.Option("--weights", help="Local state dict (.safetensors or .pth) for the backbone.")
+    Path | None, typer.Option("--weights", help="Local state dict (.safetensors or .pth) for the backbone.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable results on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -112,13 +112,13 @@ def train(
     data: Annotated[Path, typer.Argument(help="Folder of class subfolders, Oxford-IIIT Pet root, or CSV.")],
     fmt: Annotated[str, typer.Option("--format", help="auto|folder|oxford-pets|csv")] = "auto",
     label: Annotated[str, typer.Option("--label", help="Oxford-IIIT Pet: breed or species.")] = "breed",
-    split: Annotated[Optional[str], typer.Option("--split", help="Oxford-IIIT Pet: trainval (default) or test.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Oxford-IIIT Pet: trainval (default) or test.")] = None,
     backbone: BackboneOpt = "efficientnet_lite0",
     weights: WeightsOpt = None,
     mode: Annotated[str, typer.Option("--mode", help="linear | head | finetune")] = "linear",
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Held-out validation share.")] = 0.2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="head/finetune: epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="head/finetune: epochs.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="head/finetune: peak learning rate.")] = None,
     unfreeze: Annotated[str | None, typer.Option(
         "--unfreeze", help="finetune: all | last:K (depth groups) | progressive.")] = None,
@@ -128,7 +128,7 @@ def train(
         "--resume", help="finetune: continue RUN from its last checkpoint.")] = None,
     nproc: Annotated[int, typer.Option(
         "--nproc", min=1, help="Processes (DDP via torchrun; gloo on CPU, nccl on CUDA).")] = 1,
-    run_out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to write.")] = None,
+    run_out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to write.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -171,9 +171,9 @@ def _report_skipped(skipped: list[dict]) -> None:
 def evaluate(
     run: Annotated[str, typer.Argument(help="Run directory (or a backbone name for its ImageNet head).")],
     data: Annotated[Path, typer.Argument(help="Dataset to evaluate on.")],
-    split: Annotated[Optional[str], typer.Option("--split", help="test (Oxford default) | trainval | train | val")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="test (Oxford default) | trainval | train | val")] = None,
     fmt: Annotated[str, typer.Option("--format")] = "auto",
-    eval_out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write metrics and figures.")] = None,
+    eval_out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write metrics and figures.")] = None,
     tta: Annotated[str | None, typer.Option("--tta", help="Test-time aug: flip | flip+crops.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -220,7 +220,7 @@ def predict(
 def fetch(
     name: Annotated[str, typer.Argument(help="oxford-pets | petimages")],
     dest: Annotated[Path, typer.Argument(help="Folder to download and extract into.")],
-    mirror: Annotated[Optional[str], typer.Option("--mirror", help="Base URL serving the same archive names.")] = None,
+    mirror: Annotated[str | None, typer.Option("--mirror", help="Base URL serving the same archive names.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Download an official dataset archive (resumable, checksummed, safely extracted)."""
@@ -458,7 +458,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         if os.environ.get("TRANSFERLAB_DEBUG"):
             raise
         err.print(f"internal error: {type(e).__name__}: {e} (set TRANSFERLAB_DEBUG=1 for the traceback)",
