@@ -4,28 +4,15 @@ both methods raise the target a lot in a few steps, and user errors exit 2 with 
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from tests._helpers import run_cli as _cli
 from transferlab.dream import FourierImage, dream, load_photo, score_image, total_variation
 from transferlab.errors import UnknownClass
-
-
-def _cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    from transferlab.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["transferlab", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    o = capsys.readouterr()
-    return code, o.out, o.err
 
 
 def make_run(path, classes: list[str], imagenet_rows: list[int]):

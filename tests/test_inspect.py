@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from tests._helpers import run_cli as _cli
 from transferlab.inspect import UnknownLayer, feature_maps, featuremaps, list_layers, resolve_layer
-
-
-def _cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    from transferlab.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["transferlab", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    o = capsys.readouterr()
-    return code, o.out, o.err
 
 
 @pytest.fixture(scope="module")

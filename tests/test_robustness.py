@@ -5,26 +5,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 
 import numpy as np
 import pytest
 
+from tests._helpers import run_cli as _cli
 from transferlab.errors import UnknownClass
 from transferlab.robustness import robustness, stratified_subsample
-
-
-def _cli(args, monkeypatch, capsys) -> tuple[int, str, str]:
-    from transferlab.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["transferlab", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    o = capsys.readouterr()
-    return code, o.out, o.err
 
 
 def _folder(root, petimages, ids) -> str:

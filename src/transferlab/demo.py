@@ -4,7 +4,6 @@ ending in ``report.html``. Each pipeline stage contributes one section."""
 from __future__ import annotations
 
 import html
-import importlib
 import time
 from pathlib import Path
 
@@ -15,13 +14,6 @@ from ._io import atomic_write
 
 SAMPLES = ("chelsea", "coffee", "astronaut")
 
-# Sections contributed by later stages: "module:function(out_dir, quiet) -> dict".
-EXTRA_SECTIONS = (
-    "transferlab.inspect:demo_section",
-    "transferlab.dream:demo_section",
-    "transferlab.attack:demo_section",
-    "transferlab.finetune:demo_section",
-)
 
 
 def sample_images(out: Path) -> dict[str, Path]:
@@ -110,13 +102,10 @@ def run_demo(out: str | Path = "demo-out", quiet: bool = False, log=print) -> Pa
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sections = []
-    steps = [classify_section, digits_section]
-    for spec in EXTRA_SECTIONS:
-        mod, fn = spec.split(":")
-        try:
-            steps.append(getattr(importlib.import_module(mod), fn))
-        except (ImportError, AttributeError):
-            continue
+    from . import attack, dream, inspect
+
+    # Each stage contributes one section: f(out_dir, quiet) -> {"title", "figures", "text"}.
+    steps = [classify_section, digits_section, inspect.demo_section, dream.demo_section, attack.demo_section]
     for step in steps:
         t0 = time.perf_counter()
         sec = step(out, quiet=quiet)

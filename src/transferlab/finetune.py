@@ -802,30 +802,3 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "transferlab", *args]
     return subprocess.call(cmd)
-
-
-def demo_section(out_dir: Path, quiet: bool = True) -> dict:
-    """``transferlab demo``: fine-tune on 120 of scikit-learn's real handwritten digits (12 per
-    class): head warm-up on cached features, then 2 epochs with the last 3 depth groups unfrozen.
-    Small enough for about a minute on 2 cores; shows the curves and the head-only vs fine-tuned
-    accuracy."""
-    from .data import load_dataset
-    from .demo import digits_folder
-    from .train import train
-
-    ds = load_dataset(digits_folder(Path(out_dir)))
-    idx = np.concatenate([np.flatnonzero(ds.labels == c)[:12] for c in range(len(ds.classes))])
-    run = train(ds.subset(idx), mode="finetune", val_fraction=0.25, seed=0,
-                out=Path(out_dir) / "digits-finetune", progress=not quiet, epochs=2, batch_size=16,
-                unfreeze="last:3", lr=2e-3)
-    m = json.loads((run.path / "metrics.json").read_text())
-    h = m["history"]
-    n_val = run.config["data"]["val_images"]
-    lines = [f"{len(idx)} digit images (12 per class), {n_val} held out for validation",
-             f"head only (frozen trunk, cached features): {h[0]['val_acc']:.1%} validation accuracy",
-             *(f"epoch {r['epoch']} (last 3 depth groups unfrozen): {r['val_acc']:.1%} "
-               f"(train loss {r['train_loss']:.3f}, {r['seconds']:.0f} s)" for r in h[1:]),
-             f"kept: epoch {run.config['train']['best_epoch']} -> {m['val_accuracy']:.1%}"]
-    return {"title": "Fine-tuning end to end (efficientnet_lite0 on 120 handwritten digits)",
-            "figures": [run.path / "curves.png"], "text": lines,
-            "data": {"val_accuracy": m["val_accuracy"], "head_only": h[0]["val_acc"]}}
