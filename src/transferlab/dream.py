@@ -231,7 +231,7 @@ def score_image(model: nn.Module, image: np.ndarray | Image.Image, data_config, 
 # --------------------------------------------------------------------------------------------
 DEFAULTS = {
     "plain": {"steps": 200, "lr": 0.02, "tv": 0.005, "ce_weight": 10.0},
-    # Chosen by a sweep over 10 classes (benchmarks/RESULTS-issue4.md): the margin objective and
+    # Chosen by a sweep over 10 classes (BENCHMARKS.md, issue 4): the margin objective and
     # strong jitter / scale / rotation made the most images that mobilenet_v2 also recognises.
     "lucid": {"steps": 512, "lr": 0.05, "tv": 0.0, "copies": 2, "objective": "margin", "decay": 1.0,
               "jitter": 32, "scale": (0.6, 1.4), "degrees": 30},

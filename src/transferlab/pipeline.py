@@ -108,7 +108,7 @@ def _lower_priority(nice: int) -> None:
 def default_nice() -> int:
     """Niceness of decode threads (``TRANSFERLAB_DECODE_NICE``); see :func:`_lower_priority`.
     10 measured best of 0/10/19 with 1-2 threads on a quiet 2-core slice (benchmarks/
-    decode_strategies.py, RESULTS-issue5.md); the margin is small, hence the knob."""
+    decode_strategies.py, BENCHMARKS.md); the margin is small, hence the knob."""
     return int(os.environ.get("TRANSFERLAB_DECODE_NICE", "10"))
 
 
