@@ -127,6 +127,16 @@ def sharded_features(bb: Backbone, ds: ImageDataset, *, progress: bool, descript
     return feats[ok], ds.labels[ok], ok, skipped
 
 
+def split_features(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, progress: bool,
+                   device: torch.device | None = None):
+    """Features of the train and validation splits; the validation tuple is all None (and no
+    skipped files) when there is no validation split."""
+    train = sharded_features(bb, tr, progress=progress, description="features (train)", device=device)
+    if not len(va):
+        return train, (None, None, None, [])
+    return train, sharded_features(bb, va, progress=progress, description="features (val)", device=device)
+
+
 # ----------------------------------------------------------------------------------------------
 # Heads trained on cached features (mode "head", and the frozen phase of "finetune")
 # ----------------------------------------------------------------------------------------------
@@ -233,13 +243,7 @@ def train_head(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: int = 
     With no validation split, 15 % of the training images are held out for the stopping rule."""
     device = _init_distributed() if world_size() > 1 else None
     k = len(tr.classes)
-    xt, yt, _, sk_t = sharded_features(bb, tr, progress=progress, description="features (train)",
-                                       device=device)
-    xv = yv = ok_v = None
-    sk_v: list = []
-    if len(va):
-        xv, yv, ok_v, sk_v = sharded_features(bb, va, progress=progress, description="features (val)",
-                                              device=device)
+    (xt, yt, _, sk_t), (xv, yv, ok_v, sk_v) = split_features(bb, tr, va, progress=progress, device=device)
     if world_size() > 1:
         _finish_distributed()
     if len(np.unique(yt)) < 2:
@@ -510,13 +514,7 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
                 f.unlink()
 
     # 1. features (sharded across ranks, cached) -> readable images + head warm-up ---------------
-    xt, yt, ok_t, sk_t = sharded_features(bb, tr, progress=progress, description="features (train)",
-                                          device=device)
-    xv = yv = ok_v = None
-    sk_v: list = []
-    if len(va):
-        xv, yv, ok_v, sk_v = sharded_features(bb, va, progress=progress, description="features (val)",
-                                              device=device)
+    (xt, yt, ok_t, sk_t), (xv, yv, ok_v, sk_v) = split_features(bb, tr, va, progress=progress, device=device)
     if len(np.unique(yt)) < 2:
         raise DataError("the training split has readable images of fewer than 2 classes")
     train_paths = [p for p, o in zip(tr.paths, ok_t, strict=True) if o]
