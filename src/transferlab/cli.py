@@ -458,6 +458,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as e:
+        # e.g. an --out inside a read-only folder: the user's environment, not a bug
+        err.print(f"error: {e.strerror or e}: {e.filename}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as e:
         if os.environ.get("TRANSFERLAB_DEBUG"):
             raise
