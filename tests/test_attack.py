@@ -15,7 +15,6 @@ from transferlab.attack import (
     AttackSpec,
     _Net,
     fgsm,
-    load_input,
     margin,
     parse_eps,
     pgd_l2,
@@ -23,6 +22,7 @@ from transferlab.attack import (
     run_attack,
 )
 from transferlab.errors import TransferlabError
+from transferlab.pipeline import load_image
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def photos(sample_images, petimages) -> torch.Tensor:
     dc = create_backbone("efficientnet_lite0").data_config
     files = [sample_images["chelsea"], sample_images["coffee"], petimages / "Cat" / "1.jpg",
              petimages / "Dog" / "1.jpg"]
-    return torch.stack([load_input(f, dc) for f in files])
+    return torch.stack([load_image(f, dc) for f in files])
 
 
 def test_parse_eps():
@@ -118,7 +118,7 @@ def test_attack_cli_saved_png_is_what_classify_sees(sample_images, tmp_path, mon
     assert im.format == "PNG" and im.mode == "RGB" and im.size == (224, 224)
     from transferlab.backbones import create_backbone
 
-    x = load_input(sample_images["chelsea"], create_backbone("efficientnet_lite0").data_config)
+    x = load_image(sample_images["chelsea"], create_backbone("efficientnet_lite0").data_config)
     adv = torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255
     assert (adv - x).abs().max() <= 2 / 255 + 1e-6
 

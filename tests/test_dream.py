@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from tests._helpers import run_cli as _cli
-from transferlab.dream import FourierImage, dream, load_photo, score_image, total_variation
+from transferlab.dream import FourierImage, dream, score_image, total_variation
 from transferlab.errors import UnknownClass
+from transferlab.pipeline import load_image
 
 
 def make_run(path, classes: list[str], imagenet_rows: list[int]):
@@ -46,7 +47,7 @@ def test_total_variation_counts_neighbour_differences():
 
 
 def test_fourier_parameterisation_inverts_a_photo(lite0, sample_images):
-    photo = load_photo(sample_images["chelsea"], lite0.data_config)
+    photo = load_image(sample_images["chelsea"], lite0.data_config)
     rendered = FourierImage(224, init=photo[None])()[0].detach()
     inside = (photo > 0.01) & (photo < 0.99)  # the sigmoid's inverse is clamped near 0 and 1
     assert (rendered - photo)[inside].abs().max() < 1e-3
@@ -87,7 +88,7 @@ def test_lucid_raises_target_checks_and_snapshots(tmp_path):
 
 
 def test_lucid_from_a_photo_keeps_the_photo(lite0, sample_images):
-    photo = load_photo(sample_images["coffee"], lite0.data_config)
+    photo = load_image(sample_images["coffee"], lite0.data_config)
     r = dream("espresso", method="lucid", steps=4, init_image=sample_images["coffee"], progress=False)
     x = torch.from_numpy(r.image).permute(2, 0, 1).float() / 255
     assert torch.corrcoef(torch.stack([x.flatten(), photo.flatten()]))[0, 1] > 0.9

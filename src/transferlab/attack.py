@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ImageError, TransferlabError, UnknownClass
+from .images import save_png, to_uint8
+from .pipeline import load_image
 
 METHODS = ("fgsm", "pgd", "pgd-l2", "cw", "optimize")
 LINF_METHODS = ("fgsm", "pgd")
@@ -409,37 +411,6 @@ def distortion(x_adv: torch.Tensor, x: torch.Tensor) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------------
 # Single-image API
 # --------------------------------------------------------------------------------------------
-def load_input(path: str | Path, data_config) -> torch.Tensor:
-    """The preprocessed model input [3, S, S] in [0, 1]: the pipeline's own decode (resize +
-    centre crop), so the clean prediction is exactly what `classify` reports."""
-    from .images import BadImage
-    from .pipeline import decode
-
-    p = Path(path)
-    if not p.exists():
-        raise ImageError(f"image not found: {p}")
-    if p.is_dir():
-        raise ImageError(f"{p} is a directory; give an image file")
-    try:
-        return decode(p, data_config)
-    except BadImage as e:
-        raise ImageError(f"cannot read {p}: {e}") from None
-
-
-def save_png(x: torch.Tensor, path: str | Path) -> Path:
-    """[3, S, S] on the 8-bit grid -> lossless RGB PNG (written atomically)."""
-    from PIL import Image
-
-    from ._io import atomic_write
-
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise TransferlabError(f"--out must be a .png file (lossless), got {path.name}")
-    arr = torch.round(x.detach().cpu().clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    atomic_write(path, lambda p: Image.fromarray(arr, "RGB").save(p, format="PNG"))
-    return path
-
-
 def _top(probs: np.ndarray, classes: list[str], k: int = 3) -> list[list]:
     idx = np.argsort(-probs)[:k]
     return [[classes[i], float(probs[i])] for i in idx]
@@ -472,7 +443,7 @@ def attack_image(
     run = model if isinstance(model, Run) else load(model)
     dc = run.data_config
     spec = AttackSpec.make(method, eps, steps, step_size, targeted=target is not None, seed=seed, margin=0.5)
-    x = load_input(image, dc)[None]
+    x = load_image(image, dc)[None]
     t0 = time.perf_counter()
     net = _Net(run.model)
     logits0 = net.score(x)
@@ -488,7 +459,7 @@ def attack_image(
     verified = False
     png = fig_path = None
     if out is not None:
-        png = save_png(xq[0], out)
+        png = save_png(to_uint8(xq[0]), out)
         # The saved file, read back through the normal prediction path, is what we report.
         p_file, skipped = run.predict_proba([png])
         if skipped:

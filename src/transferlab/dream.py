@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .errors import ImageError, TransferlabError
+from .errors import TransferlabError
+from .images import save_png, to_uint8
+from .pipeline import load_image
 
 METHODS = ("plain", "lucid")
 OBJECTIVES = ("prob", "logit", "margin")
@@ -197,21 +199,6 @@ class DreamResult:
         return p
 
 
-def save_png(image: np.ndarray, path: str | Path) -> Path:
-    """uint8 [H, W, 3] -> lossless PNG, written atomically."""
-    from ._io import atomic_write
-
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise TransferlabError(f"--out must be a .png file (lossless), got {path}")
-    return atomic_write(path, lambda t: Image.fromarray(image).save(t, format="PNG"))
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[3, S, S] in [0, 1] -> [S, S, 3] uint8 (what a PNG stores)."""
-    return (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
 @torch.no_grad()
 def score_image(model: nn.Module, image: np.ndarray | Image.Image, data_config, classes: list[str],
                 target: int, k: int = 3) -> tuple[float, list[tuple[str, float]]]:
@@ -316,7 +303,7 @@ def dream(target: str, model: str | Path = "efficientnet_lite0", *, method: str 
     idx = run.class_index(target)
     dc = run.data_config
     size = dc.input_size
-    init = load_photo(init_image, dc) if init_image else None
+    init = load_image(init_image, dc) if init_image else None
     t0 = time.perf_counter()
     bar = _progress.bar(f"dream {method}", steps or DEFAULTS[method]["steps"]) if progress else _null_bar()
     with bar as adv:
@@ -355,19 +342,6 @@ def check_image(image: np.ndarray, target: str, backbone: str) -> dict:
         "top": [[c, round(v, 4)] for c, v in top],
         "top1_is_target": j is not None and top[0][0] == other.classes[j],
     }
-
-
-def load_photo(path: str | Path, data_config) -> torch.Tensor:
-    """A photo as the model sees it: [3, S, S] in [0, 1]; unreadable files raise ImageError."""
-    from .images import BadImage, load_rgb
-
-    p = Path(path)
-    if not p.is_file():
-        raise ImageError(f"image not found: {p}")
-    try:
-        return data_config.preprocess(load_rgb(p, min_side=data_config.resize_size))
-    except BadImage as e:
-        raise ImageError(f"cannot read {p}: {e}") from None
 
 
 class _null_bar:

@@ -40,7 +40,7 @@ def confusion_figure(confusion, classes: list[str], path: str | Path, title: str
 
 def top_losses_figure(items: list[dict], path: str | Path, data_config, max_items: int = 16) -> Path:
     """Grid of the most confidently wrong images: ``items`` have path, true, pred, prob, loss."""
-    from .images import load_rgb
+    from .pipeline import decode
 
     items = items[:max_items]
     cols = 4
@@ -49,7 +49,7 @@ def top_losses_figure(items: list[dict], path: str | Path, data_config, max_item
     for ax in np.atleast_1d(axes).ravel():
         ax.axis("off")
     for ax, it in zip(np.atleast_1d(axes).ravel(), items):
-        img = data_config.preprocess(load_rgb(it["path"], min_side=data_config.resize_size))
+        img = decode(it["path"], data_config)
         ax.imshow(img.permute(1, 2, 0).numpy())
         ax.set_title(f"true: {it['true']}\npred: {it['pred']} ({it['prob']:.2f})", fontsize=8)
     if not items:

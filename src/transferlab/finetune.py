@@ -349,9 +349,7 @@ def train_transform(dc: DataConfig, aug: str = "light"):
     if aug == "none":
         from torchvision.transforms.v2 import functional as TF
 
-        from .pipeline import resize_crop
-
-        return lambda img: TF.pil_to_tensor(resize_crop(img, dc))
+        return lambda img: TF.pil_to_tensor(dc.resize_crop(img))
     return create_transform(
         dc.input_size, is_training=True, interpolation=dc.interpolation, scale=(0.35, 1.0),
         color_jitter=0.2, auto_augment="rand-m7-mstd0.5" if aug == "randaug" else None,

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -80,3 +81,20 @@ def _short_reason(e: BaseException) -> str:
     if "truncated" in msg:
         return "truncated image"
     return msg or type(e).__name__
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[3, S, S] tensor in [0, 1] -> [S, S, 3] uint8: exactly what a PNG stores."""
+    return (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """uint8 [H, W, 3] -> lossless PNG, written atomically. Adversarial images and dreams must be
+    lossless: JPEG would change the very pixels that were scored."""
+    from ._io import atomic_write
+    from .errors import TransferlabError
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise TransferlabError(f"--out must be a .png file (lossless), got {path.name}")
+    return atomic_write(path, lambda t: Image.fromarray(image, "RGB").save(t, format="PNG"))

@@ -102,12 +102,12 @@ def feature_maps(run, image, layer: str | None = None, n_channels: int = 16) -> 
     """Activations of ``layer`` for ``image`` (path or PIL image) under ``run``'s model."""
     from PIL import Image
 
-    from .dream import load_photo
+    from .pipeline import load_image
 
     names = [li.name for li in list_layers(run)]
     layer = resolve_layer(names, layer)
     dc = run.data_config
-    x = dc.preprocess(image.convert("RGB")) if isinstance(image, Image.Image) else load_photo(image, dc)
+    x = dc.preprocess(image.convert("RGB")) if isinstance(image, Image.Image) else load_image(image, dc)
     a = _capture(run.model, x[None], [layer])[layer][0].float().numpy()
     order = np.argsort(-a.reshape(a.shape[0], -1).mean(1))[:n_channels]
     return FeatureMaps(layer, a, x.permute(1, 2, 0).numpy(), [int(c) for c in order])

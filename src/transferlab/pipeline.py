@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from .backbones import DataConfig
@@ -61,19 +60,30 @@ def to_pixels(data: torch.Tensor, device: torch.device | str | None = None) -> t
 # ----------------------------------------------------------------------------------------------
 # Decoding one file
 # ----------------------------------------------------------------------------------------------
-def resize_crop(img: Image.Image, dc: DataConfig) -> Image.Image:
-    """The backbone's resize + centre crop (:meth:`DataConfig.resize_crop`, written once there)."""
-    return dc.resize_crop(img)
-
-
 def decode_array(path: str | Path, dc: DataConfig) -> np.ndarray:
     """One file -> [S, S, 3] uint8 RGB, with JPEG draft decoding for large files."""
-    return np.asarray(resize_crop(load_rgb(path, min_side=dc.resize_size), dc))
+    return np.asarray(dc.resize_crop(load_rgb(path, min_side=dc.resize_size)))
 
 
 def decode(path: str | Path, dc: DataConfig) -> torch.Tensor:
     """One file -> [3, S, S] float tensor in [0, 1], with JPEG draft decoding for large files."""
     return torch.from_numpy(decode_array(path, dc).copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def load_image(path: str | Path, dc: DataConfig) -> torch.Tensor:
+    """A photo named by the user as the model sees it ([3, S, S] in [0, 1], the same decode as
+    every batch); a missing or unreadable file raises :class:`~transferlab.errors.ImageError`."""
+    from .errors import ImageError
+
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"image not found: {p}")
+    if p.is_dir():
+        raise ImageError(f"{p} is a directory; give an image file")
+    try:
+        return decode(p, dc)
+    except BadImage as e:
+        raise ImageError(f"cannot read {p}: {e}") from None
 
 
 def _safe_decode_into(path, dc: DataConfig, out: np.ndarray) -> str | None:
