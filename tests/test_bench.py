@@ -38,6 +38,8 @@ def test_bench_json_reports_three_rates(small_dir):
     assert r["pipeline"]["images"] + r["pipeline"]["failed"] == 8 and r["pipeline"]["failed"] == 2
     assert r["ratios"]["b/a"] == pytest.approx(r["pipeline"]["img_s"] / r["naive"]["img_s"])
     assert r["ratios"]["b/c"] == pytest.approx(r["pipeline"]["img_s"] / r["limit"]["img_s"])
+    lim = r["limit"]  # timed between (b)'s chunks and pooled: the pooled rate lies within the chunks'
+    assert min(lim["chunk_img_s"]) - 0.1 <= lim["img_s"] <= max(lim["chunk_img_s"]) + 0.1
     s = r["settings"]
     need = {"device", "bf16", "channels_last", "compile", "batch_size", "torch_threads", "decode_workers"}
     assert need <= set(s)

@@ -157,3 +157,34 @@ def test_tta_flip_and_crops(uninterrupted, petimages):
         assert (probs.argmax(1) == plain.argmax(1)).all()
     with pytest.raises(TransferlabError):
         uninterrupted.predict_proba(paths, tta="rotate")
+
+
+def test_mixup_cutmix_are_seeded_and_change_training(petimages, tmp_path):
+    """timm's Mixup/CutMix draw from numpy's global generator: the trainer seeds it per epoch (so a
+    run is reproducible and resumable) and gives the caller's generator state back untouched."""
+    opts = {**FT, "epochs": 1, "mixup": 0.4, "cutmix": 1.0}
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    a = json.loads((train(_pets(petimages, 8), out=tmp_path / "a", **opts).path / "metrics.json").read_text())
+    assert np.array_equal(np.random.get_state()[1], before)
+    b = json.loads((train(_pets(petimages, 8), out=tmp_path / "b", **opts).path / "metrics.json").read_text())
+    plain = {**opts, "mixup": 0.0, "cutmix": 0.0}
+    c = json.loads((train(_pets(petimages, 8), out=tmp_path / "c", **plain).path / "metrics.json").read_text())
+    assert a["history"][1]["train_loss"] == pytest.approx(b["history"][1]["train_loss"], abs=1e-6)
+    assert a["history"][1]["train_loss"] != pytest.approx(c["history"][1]["train_loss"], abs=1e-3)
+    with pytest.raises(TransferlabError):
+        train(_pets(petimages, 4), out=tmp_path / "d", **{**opts, "mixup": -1.0})
+
+
+def test_resume_keeps_the_checkpoints_backbone_and_input_size(petimages, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    monkeypatch.setattr(finetune, "_after_checkpoint", lambda epoch: (_ for _ in ()).throw(SystemExit(1)))
+    with pytest.raises(SystemExit):
+        train(_pets(petimages, 6), out=out, input_size=160, **FT)
+    monkeypatch.setattr(finetune, "_after_checkpoint", lambda epoch: None)
+    with pytest.raises(RunError, match="--input-size 160"):
+        train(_pets(petimages, 6), out=out, resume=out, input_size=192, **FT)
+    with pytest.raises(RunError, match="efficientnet_lite0"):
+        train(_pets(petimages, 6), out=out, resume=out, backbone="mobilenet_v2", **FT)
+    run = train(_pets(petimages, 6), out=out, resume=out, **FT)  # size comes from the checkpoint
+    assert run.data_config.input_size == 160 and run.config["preprocessing"]["input_size"] == 160

@@ -127,6 +127,24 @@ def test_runner_matches_eager_model(lite0, mixed_files):
     assert cos.min() > 0.98
 
 
+def test_failed_compile_falls_back_to_eager(lite0, mixed_files, monkeypatch):
+    """A machine without a working inductor toolchain still extracts (eager), with a warning."""
+
+    def broken_compile(fn, **kw):
+        def compiled(*a):
+            raise RuntimeError("InductorError: no C++ compiler found\nlong traceback")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    b = next(iter(iter_batches(mixed_files[:4], lite0.data_config, batch_size=4)))
+    run = FeatureRunner(lite0.model, "cpu", bf16=False, compile=True, batch_size=4)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler found"):
+        got = run(b.data)
+    assert run.compile is False and run.settings["compile"] is False
+    ref = FeatureRunner(lite0.model, "cpu", bf16=False, compile=False, batch_size=4)(b.data)
+    assert torch.allclose(got, ref, atol=1e-5)
+
+
 def test_extract_streams_to_cache_and_skips_bad(lite0, sample_images, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_text("nope")

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from transferlab import features as F
@@ -106,3 +107,26 @@ def test_train_refuses_single_class(tmp_path, petimages):
     with pytest.raises(DataError, match="at least 2"):
         train(tmp_path / "only", out=tmp_path / "r", progress=False)
     assert np.array_equal(sorted(p.name for p in (tmp_path / "only" / "Cat").iterdir()), ["0.jpg", "1.jpg", "2.jpg"])
+
+
+def test_input_size_is_part_of_the_run(tmp_path, small_pets, small_pets_run):
+    """--input-size: features at another resolution (own cache entries), remembered by the run."""
+    from transferlab.backbones import create_backbone
+    from transferlab.errors import TransferlabError
+    from transferlab.features import extract
+    from transferlab.train import train
+
+    run = train(small_pets, mode="linear", input_size=160, out=tmp_path / "r160", progress=False)
+    assert run.config["preprocessing"]["input_size"] == 160 and run.config["preprocessing"]["resize_size"] == 182
+    again = load(tmp_path / "r160")
+    assert again.data_config.input_size == 160
+    cat = sorted((small_pets / "Cat").iterdir())[0]
+    f160 = extract(again.backbone, [cat], progress=False).features
+    f224 = extract(create_backbone("efficientnet_lite0"), [cat], progress=False).features
+    assert not np.allclose(f160, f224, atol=1e-3)  # another picture in, not a stale cache entry
+    probs, _ = again.predict_proba([cat])
+    assert np.allclose(probs, again.model.head(torch.from_numpy(f160)).softmax(-1).numpy(), atol=1e-5)
+    val = json.loads((tmp_path / "r160" / "metrics.json").read_text())["val_accuracy"]
+    assert val >= 0.75  # 24 val photos at 160 px; chance 0.5
+    with pytest.raises(TransferlabError, match="input-size"):
+        create_backbone("efficientnet_lite0", input_size=8)

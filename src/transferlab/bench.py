@@ -7,7 +7,8 @@ One run, the same images, three measurements:
     fp32 NCHW model. Measured on the first ``naive_limit`` images to keep the bench short.
 (b) pipeline: transferlab's input pipeline + :class:`FeatureRunner`, features streamed to a
     sharded safetensors cache in a temporary directory exactly as ``extract`` writes them.
-(c) limit: the same runner on pre-decoded uint8 batches (no decoding at all).
+(c) limit: the same runner on pre-decoded uint8 batches (no decoding at all), timed in
+    alternation with (b)'s chunks, so a drift of the machine's speed does not bias b/c.
 
 Peak RSS is measured per phase (Linux ``/proc/self/clear_refs`` resets the high-water mark).
 """
@@ -150,16 +151,17 @@ def naive_loop(bb: Backbone, paths: Sequence[Path], batch_size: int,
     return n, time.perf_counter() - t0
 
 
-def forward_limit(run: FeatureRunner, sample: Sequence[Path], dc, n: int) -> tuple[int, float]:
-    """Runner throughput on pre-decoded uint8 batches (built from ``sample``), ``n`` images."""
+def predecoded_batches(run: FeatureRunner, sample: Sequence[Path], dc, n: int) -> list[torch.Tensor]:
+    """``n`` images of ``sample`` decoded ahead of time into uint8 batches (distinct images where
+    the sample has them: cycling through two batches would stay in the CPU cache and flatter (c))."""
     bs = run.batch_size
     arrs = []
-    for p in sample[: bs * 4]:
+    for p in sample:
         try:
             arrs.append(decode_array(p, dc))
         except (OSError, BadImage):
             continue
-        if len(arrs) == bs * 2:
+        if len(arrs) == n:
             break
     if not arrs:
         raise TransferlabError("no readable image in the bench data")
@@ -169,44 +171,60 @@ def forward_limit(run: FeatureRunner, sample: Sequence[Path], dc, n: int) -> tup
     if run.device.type == "cuda":
         batches = [b.pin_memory() for b in batches]
     run(batches[0])  # warm-up (and compile)
+    return batches
+
+
+def forward_limit(run: FeatureRunner, batches: list[torch.Tensor], n: int) -> tuple[int, float]:
+    """Runner throughput on pre-decoded uint8 batches, ``n`` images."""
     done, k = 0, 0
     t0 = time.perf_counter()
     while done < n:
         run(batches[k % len(batches)])
-        done += bs
+        done += len(batches[k % len(batches)])
         k += 1
     if run.device.type == "cuda":
         torch.cuda.synchronize()
     return done, time.perf_counter() - t0
 
 
-def pipeline_loop(run: FeatureRunner, paths: Sequence[Path], dc, workers: int | None,
-                  progress: bool) -> tuple[int, float, int]:
-    """transferlab's extraction loop, writing cache shards to a temp dir like ``extract``."""
+def interleaved(run: FeatureRunner, paths: Sequence[Path], dc, workers: int | None, limit_batches: list,
+                progress: bool, chunk: int = 1024) -> tuple[dict, dict]:
+    """(b) and (c) in alternation: ``chunk`` images through transferlab's extraction loop (cache
+    shards written to a temp dir, like ``extract``), then a quarter as many through the runner on
+    pre-decoded batches, and so on. On a shared VM the cores' speed drifts by 10-20 % within a
+    minute; timing both phases side by side cancels that drift in b/c."""
     from . import progress as _progress
-    from .features import SHARD, FeatureCache
+    from .features import FeatureCache
 
-    n = failed = 0
+    bn = failed = cn = 0
+    bt = ct = 0.0
+    c_rates: list[float] = []
     with tempfile.TemporaryDirectory(prefix="transferlab-bench-") as tmp:
         store = FeatureCache(Path(tmp))
-        pend: list[np.ndarray] = []
-        keys: list[str] = []
-        t0 = time.perf_counter()
         with _progress.bar("pipeline", len(paths) if progress and _progress.enabled() else None) as adv:
-            for batch, f in run_features(paths, dc, run, workers):
-                failed += len(batch.failed)
-                if batch.indices:
-                    pend.append(f)
-                    keys.extend(str(i) for i in batch.indices)
-                    n += len(batch.indices)
-                if len(keys) >= SHARD:
+            for start in range(0, len(paths), chunk):
+                part = paths[start:start + chunk]
+                pend: list[np.ndarray] = []
+                keys: list[str] = []
+                t0 = time.perf_counter()
+                for batch, f in run_features(part, dc, run, workers):
+                    failed += len(batch.failed)
+                    if batch.indices:
+                        pend.append(f)
+                        keys.extend(str(start + i) for i in batch.indices)
+                    adv(len(batch.indices) + len(batch.failed))
+                if keys:
                     store.put(keys, np.concatenate(pend), {})
-                    pend, keys = [], []
-                adv(len(batch.indices) + len(batch.failed))
-            if keys:
-                store.put(keys, np.concatenate(pend), {})
-        dt = time.perf_counter() - t0
-    return n, dt, failed
+                bt += time.perf_counter() - t0
+                bn += len(keys)
+                m, dt = forward_limit(run, limit_batches, max(len(part) // 4, run.batch_size))
+                cn, ct = cn + m, ct + dt
+                c_rates.append(m / dt)
+    pipeline = {"images": bn, "seconds": bt, "img_s": bn / bt, "failed": failed,
+                "note": "decode threads + runner, shards to temp cache"}
+    limit = {"images": cn, "seconds": ct, "img_s": cn / ct, "chunk_img_s": [round(r, 1) for r in c_rates],
+             "note": f"pre-decoded batches, timed between (b)'s chunks ({min(c_rates):.0f}-{max(c_rates):.0f})"}
+    return pipeline, limit
 
 
 def bench(
@@ -257,16 +275,14 @@ def bench(
 
         t0 = time.perf_counter()
         run = FeatureRunner(bb.model, dev, bf16=bf16, compile=compile, batch_size=batch_size)
+        with _Peak() as pk_c:
+            batches = predecoded_batches(run, paths, dc, 256)
+        setup = time.perf_counter() - t0
         with _Peak() as pk:
-            m, dt = forward_limit(run, paths, dc, min(max(n, 4 * batch_size), 1024))
-        setup = time.perf_counter() - t0 - dt
-        result["limit"] = {"images": m, "seconds": dt, "img_s": m / dt, "peak_rss_mb": pk.mb,
-                           "note": "same runner on pre-decoded uint8 batches"}
-
-        with _Peak() as pk:
-            m, dt, failed = pipeline_loop(run, paths, dc, workers, progress)
-        result["pipeline"] = {"images": m, "seconds": dt, "img_s": m / dt, "peak_rss_mb": pk.mb,
-                              "failed": failed, "note": "decode threads + runner, shards to temp cache"}
+            result["pipeline"], result["limit"] = interleaved(run, paths, dc, workers, batches, progress)
+        result["pipeline"]["peak_rss_mb"] = pk.mb
+        result["limit"]["peak_rss_mb"] = pk_c.mb
+        del batches
         bb.model.to("cpu")
 
     result["settings"] = run.settings | {
@@ -296,7 +312,7 @@ def format_report(r: dict) -> str:
         f"settings: batch {s['batch_size']}, torch threads {s['torch_threads']}, decode threads "
         f"{s['decode_workers']} (nice {s['decode_nice']}), bf16 {s['bf16']}, "
         f"channels_last {s['channels_last']}, compile {s['compile']}"
-        + (f" (one-off {s['compile_seconds']:.1f} s)" if s.get("compile_seconds") else ""),
+        + (f" (one-off {s['compile_seconds']:.1f} s)" if s.get("compile") and s.get("compile_seconds") else ""),
         "",
         f"{'':<12}{'images':>8}{'seconds':>10}{'img/s':>10}{'peak RSS MB':>13}",
     ]

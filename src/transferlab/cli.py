@@ -124,6 +124,12 @@ def train(
         "--unfreeze", help="finetune: all | last:K (depth groups) | progressive.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="head/finetune.")] = None,
     aug: Annotated[str | None, typer.Option("--aug", help="finetune: light | randaug | none.")] = None,
+    mixup: Annotated[float | None, typer.Option(
+        "--mixup", min=0, help="finetune: MixUp Beta(a, a) parameter, e.g. 0.2 (0 = off).")] = None,
+    cutmix: Annotated[float | None, typer.Option(
+        "--cutmix", min=0, help="finetune: CutMix Beta(a, a) parameter, e.g. 1.0 (0 = off).")] = None,
+    input_size: Annotated[int | None, typer.Option(
+        "--input-size", min=32, max=1024, help="Input size in pixels instead of the backbone's own.")] = None,
     resume: Annotated[Path | None, typer.Option(
         "--resume", help="finetune: continue RUN from its last checkpoint.")] = None,
     nproc: Annotated[int, typer.Option(
@@ -141,9 +147,10 @@ def train(
 
         raise typer.Exit(launch_torchrun(nproc, sys.argv[1:]))
     opts = {k: v for k, v in {"epochs": epochs, "lr": lr, "unfreeze": unfreeze, "batch_size": batch_size,
-                              "aug": aug, "resume": resume}.items() if v is not None}
+                              "aug": aug, "mixup": mixup, "cutmix": cutmix, "resume": resume}.items() if v is not None}
     run = _train(data, backbone=backbone, weights=weights, mode=mode, format=fmt, label=label, split=split,
-                 val_fraction=val_fraction, seed=seed, out=run_out or resume, progress=not quiet, **opts)
+                 val_fraction=val_fraction, seed=seed, out=run_out or resume, input_size=input_size,
+                 progress=not quiet, **opts)
     if run is None:  # a non-zero torchrun rank: rank 0 reports
         return
     m = json.loads((run.path / "metrics.json").read_text())

@@ -456,6 +456,19 @@ class Checkpoints:
         return load_file(str(w)), torch.load(str(o), map_location="cpu", weights_only=True)
 
 
+def resumed_backbone(resume: str | Path, backbone: str, input_size: int | None, default: str) -> tuple[str, int | None]:
+    """The backbone and input size a ``--resume`` run must continue with: the checkpoint's own.
+    Asking for different ones explicitly is an error (the saved weights would not fit)."""
+    st = Checkpoints(Path(resume) / CHECKPOINT_DIR).state()
+    if not st:
+        return backbone, input_size
+    saved_bb, saved_size = st.get("backbone", backbone), st.get("input_size")
+    if backbone not in (default, saved_bb) or (input_size and saved_size and int(input_size) != int(saved_size)):
+        raise RunError(f"{resume} was trained with --backbone {saved_bb}"
+                       + (f" --input-size {saved_size}" if saved_size else "") + "; resume it with the same")
+    return saved_bb, input_size or saved_size
+
+
 def _after_checkpoint(epoch: int) -> None:
     """Hook called after each epoch's checkpoint is on disk (tests use it to simulate a kill)."""
 
@@ -467,10 +480,10 @@ FINETUNE_DEFAULTS = {
     "epochs": 3, "lr": 1e-3, "trunk_lr": 0.1, "lr_mult": 100.0, "unfreeze": "all", "batch_size": 32,
     "weight_decay": 0.01,
     "label_smoothing": 0.1, "clip": 1.0, "aug": "light", "bn": "frozen", "patience": 3, "head_epochs": 100,
-    "pct_start": 0.25, "workers": None,
+    "pct_start": 0.25, "workers": None, "mixup": 0.0, "cutmix": 0.0,
 }
 _RESUME_KEEP = ("epochs", "lr", "trunk_lr", "lr_mult", "unfreeze", "batch_size", "weight_decay", "label_smoothing",
-                "clip", "aug", "bn", "patience", "head_epochs", "pct_start")
+                "clip", "aug", "bn", "patience", "head_epochs", "pct_start", "mixup", "cutmix")
 
 
 @register_trainer("finetune")
@@ -567,6 +580,7 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
     )
     amp_dtype, need_scaler = _amp(device)
     scaler = torch.amp.GradScaler("cuda") if need_scaler else None
+    mixer = _mixer(opts, k)
 
     start_epoch, best = 0, {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf}
     if saved is not None:
@@ -603,7 +617,7 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
     unfrozen_now = n_unfrozen + (start_epoch if progressive else 0)
     net = make_ddp(min(unfrozen_now, n))
     state_base = {"seed": seed, "options": {kk: opts[kk] for kk in _RESUME_KEEP}, "world_size": w,
-                  "classes": tr.classes, "backbone": bb.name}
+                  "classes": tr.classes, "backbone": bb.name, "input_size": bb.data_config.input_size}
     stopped_early = interrupted = False
     epoch_seconds: list[float] = []
     try:
@@ -614,7 +628,7 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
                 net = make_ddp(unfrozen_now)
             t0 = time.perf_counter()
             row = _train_epoch(net, model, ds_train, sampler, epoch, seed, bs, workers, opt, sched, scaler,
-                               device, amp_dtype, opts, show, epochs)
+                               device, amp_dtype, opts, show, epochs, mixer)
             vl = va_acc = probs = None
             if val_paths:
                 probs = _predict(model, val_paths, bb.data_config, device, amp_dtype, bs * 2)
@@ -699,9 +713,32 @@ def _default_workers(device: torch.device) -> int:
     return 1 if per_rank >= 2 else 0
 
 
+def _mixer(opts: dict, num_classes: int):
+    """timm's batch-wise Mixup / CutMix (soft targets carry the label smoothing), or None."""
+    if float(opts["mixup"]) < 0 or float(opts["cutmix"]) < 0:
+        raise TransferlabError("--mixup and --cutmix are Beta(alpha, alpha) parameters and must be >= 0")
+    if not (float(opts["mixup"]) > 0 or float(opts["cutmix"]) > 0):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=float(opts["mixup"]), cutmix_alpha=float(opts["cutmix"]),
+                 label_smoothing=float(opts["label_smoothing"]), num_classes=num_classes)
+
+
 def _train_epoch(net, model, ds_train, sampler, epoch, seed, bs, workers, opt, sched, scaler, device,
-                 amp_dtype, opts, show, epochs) -> dict:
+                 amp_dtype, opts, show, epochs, mixer=None) -> dict:
     """One epoch of end-to-end training; returns {epoch, train_loss, train_acc} over all ranks."""
+    np_state = np.random.get_state()  # timm's Mixup draws from numpy's global generator
+    np.random.seed((seed * 100_003 + epoch + rank()) % 2**32)
+    try:
+        return _train_epoch_seeded(net, model, ds_train, sampler, epoch, seed, bs, workers, opt, sched, scaler,
+                                   device, amp_dtype, opts, show, epochs, mixer)
+    finally:
+        np.random.set_state(np_state)
+
+
+def _train_epoch_seeded(net, model, ds_train, sampler, epoch, seed, bs, workers, opt, sched, scaler, device,
+                        amp_dtype, opts, show, epochs, mixer) -> dict:
     torch.manual_seed(seed * 100_003 + epoch)  # dropout / drop-path in this process
     sampler.set_epoch(epoch)
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -716,9 +753,15 @@ def _train_epoch(net, model, ds_train, sampler, epoch, seed, bs, workers, opt, s
         for x, y in loader:
             x = to_pixels(x, device).contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
+            soft = None
+            if mixer is not None and len(y) % 2 == 0:  # timm mixes a batch with its reverse
+                x, soft = mixer(x, y)
             with _autocast(device, amp_dtype):
                 logits = net(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=opts["label_smoothing"])
+            if soft is not None:
+                loss = torch.sum(-soft * F.log_softmax(logits.float(), -1), -1).mean()
+            else:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=opts["label_smoothing"])
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()

@@ -62,7 +62,9 @@ def to_pixels(data: torch.Tensor, device: torch.device | str | None = None) -> t
 # ----------------------------------------------------------------------------------------------
 def decode_array(path: str | Path, dc: DataConfig) -> np.ndarray:
     """One file -> [S, S, 3] uint8 RGB, with JPEG draft decoding for large files."""
-    return np.asarray(dc.resize_crop(load_rgb(path, min_side=dc.resize_size)))
+    arr = np.asarray(load_rgb(path, min_side=dc.resize_size))
+    out = dc.resize_crop_array(arr)
+    return arr if out is None else out
 
 
 def decode(path: str | Path, dc: DataConfig) -> torch.Tensor:
@@ -298,7 +300,15 @@ class FeatureRunner:
             data = torch.cat([data, pad])
         if self.compile and self.compile_seconds is None:
             t0 = time.perf_counter()
-            out = self._fn(data)
+            try:
+                out = self._fn(data)
+            except Exception as e:  # inductor needs a C++ toolchain and can fail; eager always works
+                import warnings
+
+                why = (str(e).strip().splitlines() or [""])[0][:200]
+                warnings.warn(f"torch.compile failed ({type(e).__name__}: {why}); running eager", stacklevel=2)
+                self.compile, self._fn = False, self._eager
+                out = self._fn(data)
             self.compile_seconds = time.perf_counter() - t0
         else:
             out = self._fn(data)

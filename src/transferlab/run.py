@@ -109,7 +109,11 @@ def load_run(path: str | Path) -> Run:
         head_spec = cfg["head"]
     except (ValueError, KeyError, TypeError) as e:
         raise RunError(f"unreadable {cfg_file}: {e}") from None
-    bb = create_backbone(bb_cfg["name"], weights=bb_cfg.get("weights_path"))
+    try:
+        size = int(cfg.get("preprocessing", {}).get("input_size") or 0) or None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise RunError(f"unreadable {cfg_file}: {e}") from None
+    bb = create_backbone(bb_cfg["name"], weights=bb_cfg.get("weights_path"), input_size=size)
     if bb_cfg.get("weights_digest") and bb_cfg["weights_digest"] != bb.weights_digest:
         raise RunError(
             f"run {path} was trained on {bb.name} weights {bb_cfg['weights_digest']}, "

@@ -72,6 +72,7 @@ def train(
     seed: int = 0,
     out: str | Path | None = None,
     weights: str | Path | None = None,
+    input_size: int | None = None,
     progress: bool = True,
     **options,
 ) -> Run:
@@ -79,6 +80,8 @@ def train(
 
     For Oxford-IIIT Pet data the default split is the official ``trainval``; a seeded, stratified
     ``val_fraction`` of it is held out for model selection and the reported validation metrics.
+    ``input_size``: train (and later predict) at another input size than the backbone's own; see
+    :func:`transferlab.backbones.create_backbone`.
     """
     if mode == "finetune" or mode == "head":
         from . import finetune  # noqa: F401 - registers the trainers
@@ -92,7 +95,11 @@ def train(
         if split is None and Path(data).is_dir() and (Path(data) / "annotations" / "list.txt").is_file():
             split = "trainval"
         ds = load_dataset(data, format=format, label=label, split=split)
-    bb = create_backbone(backbone, weights=weights)
+    if options.get("resume"):
+        from .finetune import resumed_backbone
+
+        backbone, input_size = resumed_backbone(options["resume"], backbone, input_size, DEFAULT_BACKBONE)
+    bb = create_backbone(backbone, weights=weights, input_size=input_size)
     out = Path(out) if out else default_run_dir(ds.root, backbone, mode)
     if (out.exists() and any(out.iterdir()) and not (out / CONFIG).exists() and not options.get("resume")
             and os.environ.get("RANK", "0") == "0"):  # other torchrun ranks may see rank 0's checkpoint
