@@ -44,6 +44,10 @@ def test_backbones_json():
         (("classify", "{bad}"), "no readable image"),
         (("classify", "{chelsea}", "--backbone", "resnet50"), "bundled backbone"),
         (("evaluate", "{run}", "{pets}", "--split", "sideways"), "--split"),
+        (("train", "{pets}", "--input-size", "10"), "--input-size"),  # typer's own validation
+        (("train", "{pets}", "--batch-size", "0"), "--batch-size"),
+        (("train", "{pets}", "--no-such-option"), "no-such-option"),
+        (("train",), "Missing argument"),
     ],
 )
 def test_user_errors_exit_2_one_line(args, needle, small_pets, small_pets_run, sample_images, tmp_path):

@@ -456,12 +456,15 @@ def main() -> None:
     except (typer.Exit, SystemExit) as e:
         code = getattr(e, "exit_code", getattr(e, "code", 0))
         sys.exit(code)
-    except _click_exceptions() as e:
-        e.show()
-        sys.exit(e.exit_code)
     except typer.Abort:
         err.print("aborted")
         sys.exit(130)
+    except _click_exceptions() as e:  # bad option value, missing argument, unknown option...
+        msg = e.format_message() if hasattr(e, "format_message") else str(e)
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        err.print(f"error: {msg}{hint}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
@@ -477,7 +480,9 @@ def main() -> None:
         sys.exit(1)
 
 
-def _click_exceptions():
+def _click_exceptions() -> tuple[type[Exception], ...]:
+    """click's usage errors, and those of the click copy that recent typer versions vendor."""
     import click
 
-    return (click.ClickException,)
+    vendored = getattr(typer, "TyperException", None)
+    return (click.ClickException, *([vendored] if isinstance(vendored, type) else []))
