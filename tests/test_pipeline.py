@@ -19,14 +19,21 @@ LITE = DataConfig.from_crop_pct(224, 0.875, interpolation="bicubic", mean=(0.5,)
 BILINEAR = DataConfig(input_size=224, resize_size=256, interpolation="bilinear")
 
 
+LANCZOS = DataConfig(input_size=224, resize_size=256, interpolation="lanczos")
+
+
 def reference(path: Path, dc: DataConfig) -> torch.Tensor:
-    """The slow, obviously-right path: PIL image -> torchvision resize + crop -> float."""
-    return dc.preprocess(load_rgb(path, min_side=dc.resize_size))
+    """The slow, obviously-right path: PIL image -> torchvision resize + crop (on PIL) -> float."""
+    from torchvision.transforms.v2 import functional as TF
+
+    img = TF.resize(load_rgb(path, min_side=dc.resize_size), dc.resize_size, interpolation=dc.pil_interpolation)
+    return TF.to_dtype(TF.pil_to_tensor(TF.center_crop(img, [dc.input_size] * 2)), torch.float32, scale=True)
 
 
 @pytest.fixture(scope="module")
 def mixed_files(sample_images, tmp_path_factory) -> list[Path]:
-    """Landscape, portrait, square, grayscale, RGBA PNG, and a tiny image that must be upscaled."""
+    """Landscape, portrait, square, grayscale, RGBA PNG, a tiny image that must be upscaled, and
+    a panorama (resized it would dwarf the crop: the PIL box path)."""
     d = tmp_path_factory.mktemp("mixed")
     chelsea = Image.open(sample_images["chelsea"])
     files = [sample_images["chelsea"], sample_images["coffee"], sample_images["astronaut"]]
@@ -36,18 +43,19 @@ def mixed_files(sample_images, tmp_path_factory) -> list[Path]:
     rgba.putalpha(128)
     rgba.save(d / "alpha.png")
     chelsea.resize((97, 61)).save(d / "tiny.png")
-    return [*files, d / "portrait.jpg", d / "gray.jpg", d / "alpha.png", d / "tiny.png"]
+    chelsea.resize((1500, 120)).save(d / "panorama.png")
+    return [*files, d / "portrait.jpg", d / "gray.jpg", d / "alpha.png", d / "tiny.png", d / "panorama.png"]
 
 
-@pytest.mark.parametrize("dc", [LITE, BILINEAR], ids=["bicubic", "bilinear"])
+@pytest.mark.parametrize("dc", [LITE, BILINEAR, LANCZOS], ids=["bicubic", "bilinear", "lanczos"])
 def test_batches_equal_reference_preprocessing(mixed_files, dc):
     batches = list(iter_batches(mixed_files, dc, batch_size=3, workers=2))
     assert [i for b in batches for i in b.indices] == list(range(len(mixed_files)))
     got = torch.cat([b.pixels for b in batches])
     ref = torch.stack([reference(p, dc) for p in mixed_files])
     assert got.shape == (len(mixed_files), 3, 224, 224)
-    # one-step resize+crop (PIL box=) reproduces resize-then-crop up to 8-bit rounding of a few
-    # pixels (filter weights differ in the last float bits)
+    # torch's uint8 antialiased kernel (bilinear, bicubic) and the one-step PIL box resample
+    # (lanczos, panorama) reproduce PIL's resize-then-crop up to 8-bit rounding of a few pixels
     diff = (got - ref).abs()
     assert diff.max().item() <= 2.01 / 255
     assert diff.mean().item() < 0.2 / 255

@@ -78,10 +78,11 @@ class DataConfig:
         Bilinear / bicubic run as torch's antialiased uint8 kernel (AVX2), which matches PIL's
         resampling to +-2/255 and costs ~0.1 ms for a 180 px photo against ~0.5 ms for Pillow's
         (non-SIMD) bicubic: on a 2-core CPU that difference is several % of extraction speed.
-        Other filters (lanczos, box, hamming) use PIL. An image already at exactly
-        ``input_size`` x ``input_size`` passes through untouched (returns None): that is what the
-        model was shown (a saved adversarial PNG, a dream), and a resize + crop would destroy
-        pixel-level perturbations.
+        Other filters, and photos so elongated that the resized image would be much larger than
+        the crop, use one PIL resample of the kept box (only the output pixels are computed).
+        An image already at exactly ``input_size`` x ``input_size`` passes through untouched
+        (returns None): that is what the model was shown (a saved adversarial PNG, a dream), and
+        a resize + crop would destroy pixel-level perturbations.
         """
         s, r = self.input_size, self.resize_size
         h, w = hwc.shape[:2]
@@ -90,15 +91,27 @@ class DataConfig:
         # torchvision's _compute_resized_output_size: shorter side -> r, longer side truncated
         nw, nh = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)
         mode = _TORCH_MODES.get(self.interpolation)
+        if mode is None or (nw * nh > 4 * r * r and min(nw, nh) >= s):
+            return self._box_resize_crop(hwc, nw, nh)
         if not hwc.flags.writeable:  # PIL's buffers are read-only and torch warns about those
             hwc = hwc.copy()
-        if mode is None:
-            resized = np.asarray(Image.fromarray(hwc).resize((nw, nh), _PIL_RESAMPLE[self.interpolation]))
-            x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)
-        else:
-            x = torch.from_numpy(hwc).permute(2, 0, 1)[None]
-            x = F.interpolate(x, size=(nh, nw), mode=mode, antialias=mode != "nearest-exact")[0]
+        x = torch.from_numpy(hwc).permute(2, 0, 1)[None]
+        x = F.interpolate(x, size=(nh, nw), mode=mode, antialias=mode != "nearest-exact")[0]
         return TF.center_crop(x, [s, s]).permute(1, 2, 0).numpy()  # pads like torchvision if too small
+
+    def _box_resize_crop(self, hwc: np.ndarray, nw: int, nh: int) -> np.ndarray:
+        """The same geometry as one PIL resample of the kept box (``box=``): torchvision's
+        _center_crop_compute_crop_anchor, mapped back to source pixels."""
+        s = self.input_size
+        img = Image.fromarray(hwc)
+        w, h = img.size
+        if min(nw, nh) < s:  # crop larger than the resized image: torchvision pads, do the same
+            img = TF.resize(img, self.resize_size, interpolation=self.pil_interpolation, antialias=True)
+            return np.asarray(TF.center_crop(img, [s, s]))
+        top, left = round((nh - s) / 2.0), round((nw - s) / 2.0)
+        sx, sy = w / nw, h / nh
+        box = (left * sx, top * sy, (left + s) * sx, (top + s) * sy)
+        return np.asarray(img.resize((s, s), _PIL_RESAMPLE[self.interpolation], box=box))
 
     def preprocess(self, img: Image.Image) -> torch.Tensor:
         """PIL RGB image -> float tensor [3, S, S] in [0, 1] (normalisation is inside the model)."""
