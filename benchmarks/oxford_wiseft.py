@@ -1,0 +1,52 @@
+"""WiSE-FT check (Wortsman et al. 2022): average the weights of a fine-tuned Oxford run with the
+pretrained trunk + the linear probe's head, and score the mix on the official test split.
+
+    python benchmarks/oxford_wiseft.py /tmp/oxford-finetune/TAG [--alpha 0 0.5 1]
+
+A run from benchmarks/oxford_finetune.py (efficientnet_lite0, default input size) is expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from transferlab.backbones import create_backbone
+from transferlab.data import load_dataset
+from transferlab.features import extract
+from transferlab.run import load_run
+from transferlab.train import TRAINERS
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "oxford-pets-subset"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    ap.add_argument("--data", type=Path, default=SHARED)
+    a = ap.parse_args()
+    tr, te = load_dataset(a.data, split="trainval"), load_dataset(a.data, split="test")
+    bb = create_backbone("efficientnet_lite0")
+    probe = TRAINERS["linear"](bb, *tr.train_val_split(0.0, 0), seed=0, progress=False).head
+    start = {**{f"trunk.{k}": v for k, v in bb.model.trunk.state_dict().items()},
+             **{f"head.{k}": v for k, v in probe.state_dict().items()}}
+    for path in a.runs:
+        run = load_run(path)
+        tuned = run.model.state_dict()
+        for alpha in a.alpha:
+            mixed = {k: (alpha * v.float() + (1 - alpha) * start[k].float()).to(v.dtype)
+                     if k in start and v.is_floating_point() else v for k, v in tuned.items()}
+            model = copy.deepcopy(run.model)
+            model.load_state_dict(mixed)
+            f = extract(bb, te.paths, model=model, cache=False, progress=False)
+            acc = float(np.mean(model.head(torch.from_numpy(f.features)).argmax(1).numpy() == te.labels[f.ok]))
+            print(f"{path.name}  alpha {alpha:.2f}  test accuracy {acc:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
