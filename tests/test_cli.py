@@ -48,6 +48,8 @@ def test_backbones_json():
         (("train", "{pets}", "--batch-size", "0"), "--batch-size"),
         (("train", "{pets}", "--no-such-option"), "no-such-option"),
         (("train",), "Missing argument"),
+        (("train", "{pets}", "--mixup", "0.2"), "applies to --mode finetune"),  # linear would ignore it
+        (("train", "{pets}", "--mode", "head", "--unfreeze", "all"), "applies to --mode finetune"),
     ],
 )
 def test_user_errors_exit_2_one_line(args, needle, small_pets, small_pets_run, sample_images, tmp_path):

@@ -60,6 +60,13 @@ def default_run_dir(data: str | Path, backbone: str, mode: str) -> Path:
     return p
 
 
+_OPTION_MODES = {  # the CLI's mode-specific options and the modes that use them
+    "epochs": ("head", "finetune"), "lr": ("head", "finetune"), "batch_size": ("head", "finetune"),
+    "unfreeze": ("finetune",), "aug": ("finetune",), "mixup": ("finetune",), "cutmix": ("finetune",),
+    "resume": ("finetune",),
+}
+
+
 def train(
     data: str | Path | ImageDataset,
     *,
@@ -87,6 +94,11 @@ def train(
         from . import finetune  # noqa: F401 - registers the trainers
     if mode not in TRAINERS:
         raise TransferlabError(f"unknown mode '{mode}' (choose from {', '.join(sorted(TRAINERS))})")
+    misplaced = [k for k, v in options.items() if v is not None and mode not in _OPTION_MODES.get(k, (mode,))]
+    if misplaced:  # an option the chosen mode would silently ignore
+        k = misplaced[0]
+        raise TransferlabError(f"--{k.replace('_', '-')} applies to --mode {' or '.join(_OPTION_MODES[k])}, "
+                               f"not {mode}")
     if not 0 <= val_fraction < 1:
         raise DataError("--val-fraction must be in [0, 1)")
     if isinstance(data, ImageDataset):
