@@ -68,7 +68,8 @@ class DataConfig:
 
     def resize_crop(self, img: Image.Image) -> Image.Image:
         """Resize the shorter side to ``resize_size`` and centre-crop ``input_size`` x ``input_size``
-        (PIL in, PIL out); see :meth:`resize_crop_array`."""
+        (PIL in, RGB PIL out); see :meth:`resize_crop_array`."""
+        img = img if img.mode == "RGB" else img.convert("RGB")
         out = self.resize_crop_array(np.asarray(img))
         return img if out is None else Image.fromarray(out)
 
