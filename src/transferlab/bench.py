@@ -30,6 +30,7 @@ from .errors import TransferlabError
 from .images import BadImage, is_image_file
 from .pipeline import (
     FeatureRunner,
+    compile_default,
     decode_array,
     default_device,
     default_nice,
@@ -325,4 +326,9 @@ def format_report(r: dict) -> str:
     lines += ["", f"ratios: {ratios}   peak RSS {r['peak_rss_mb']:.0f} MB"]
     if r["pipeline"].get("failed"):
         lines.append(f"unreadable files skipped: {r['pipeline']['failed']}")
+    if s["compile"] != compile_default():
+        on = compile_default()
+        flag = "--compile" if on else "--no-compile"
+        lines.append(f"note: train/evaluate/predict extract {'with' if on else 'without'} torch.compile here "
+                     f"(TRANSFERLAB_COMPILE={'1' if on else 'unset or 0'}); bench {flag} measures that")
     return "\n".join(lines)
