@@ -180,8 +180,9 @@ def forward_limit(run: FeatureRunner, batches: list[torch.Tensor], n: int) -> tu
     done, k = 0, 0
     t0 = time.perf_counter()
     while done < n:
-        run(batches[k % len(batches)])
-        done += len(batches[k % len(batches)])
+        batch = batches[k % len(batches)]
+        run(batch)
+        done += len(batch)
         k += 1
     if run.device.type == "cuda":
         torch.cuda.synchronize()

@@ -28,6 +28,9 @@ out = Console()
 err = Console(stderr=True)
 
 BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help="Backbone name (see `transferlab backbones`).")]
+RunOpt = Annotated[str | None, typer.Option(
+    "--run", help="A trained run directory to use instead of the backbone's ImageNet classifier.")]
+StepsOpt = Annotated[int | None, typer.Option("--steps", min=1, help="Optimisation steps (default: the method's).")]
 WeightsOpt = Annotated[
     Path | None, typer.Option("--weights", help="Local state dict (.safetensors or .pth) for the backbone.")
 ]
@@ -301,13 +304,13 @@ def attack(
     image: Annotated[Path, typer.Argument(help="Photo to attack (resized + centre-cropped like classify).")],
     out_png: Annotated[Path, typer.Option("--out", "-o", help="Adversarial image (.png, at input size).")],
     backbone: BackboneOpt = "efficientnet_lite0",
-    run: Annotated[str | None, typer.Option("--run", help="Attack a trained run instead.")] = None,
+    run: RunOpt = None,
     target: Annotated[str | None, typer.Option("--target", "-t", help="Class to reach.")] = None,
     untargeted: Annotated[bool, typer.Option("--untargeted", help="Move away from the prediction.")] = False,
     method: Annotated[str, typer.Option("--method", "-m", help="fgsm|pgd|pgd-l2|cw|optimize")] = "pgd",
     eps: Annotated[str | None, typer.Option(
         "--eps", help="Budget in [0,1] pixels, e.g. 2/255 (L∞) or 0.5 (pgd-l2).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", min=1)] = None,
+    steps: StepsOpt = None,
     step_size: Annotated[str | None, typer.Option("--step-size", help="e.g. 0.5/255")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     transfer_to: Annotated[str | None, typer.Option(
@@ -373,7 +376,7 @@ def robustness(
 def featuremaps(
     image: Annotated[Path | None, typer.Argument(help="Photo (not needed with --list-layers).")] = None,
     backbone: BackboneOpt = "efficientnet_lite0",
-    run: Annotated[str | None, typer.Option("--run", help="Inspect a trained run instead.")] = None,
+    run: RunOpt = None,
     layer: Annotated[str | None, typer.Option(
         "--layer", "-l", help="Name or position from --list-layers (default: a mid-level block).")] = None,
     list_layers: Annotated[bool, typer.Option("--list-layers", help="Print layers, output shapes.")] = False,
@@ -408,10 +411,10 @@ def dream(
     target: Annotated[str, typer.Argument(help="Class: ImageNet name (fuzzy: 'siamese') or a run's class.")],
     out_png: Annotated[Path, typer.Option("--out", "-o", help="Image (.png, at the model's input size).")],
     backbone: BackboneOpt = "efficientnet_lite0",
-    run: Annotated[str | None, typer.Option("--run", help="Dream for a trained run's class.")] = None,
+    run: RunOpt = None,
     method: Annotated[str, typer.Option("--method", "-m", help="lucid (robust, readable) | plain (lesson)")]
     = "lucid",
-    steps: Annotated[int | None, typer.Option("--steps", min=1)] = None,
+    steps: StepsOpt = None,
     tv: Annotated[float | None, typer.Option("--tv", min=0, help="Total-variation weight (plain: 0.005).")]
     = None,
     lr: Annotated[float | None, typer.Option("--lr", min=0)] = None,

@@ -44,7 +44,7 @@ from torch import nn
 
 from . import progress as _progress
 from ._io import atomic_write, save_safetensors, write_json
-from .backbones import Backbone, DataConfig, ImageClassifier
+from .backbones import DEFAULT_BACKBONE, Backbone, DataConfig, ImageClassifier
 from .data import ImageDataset
 from .errors import DataError, RunError, TransferlabError
 from .features import extract
@@ -456,14 +456,15 @@ class Checkpoints:
         return load_file(str(w)), torch.load(str(o), map_location="cpu", weights_only=True)
 
 
-def resumed_backbone(resume: str | Path, backbone: str, input_size: int | None, default: str) -> tuple[str, int | None]:
+def resumed_backbone(resume: str | Path, backbone: str, input_size: int | None) -> tuple[str, int | None]:
     """The backbone and input size a ``--resume`` run must continue with: the checkpoint's own.
     Asking for different ones explicitly is an error (the saved weights would not fit)."""
     st = Checkpoints(Path(resume) / CHECKPOINT_DIR).state()
     if not st:
         return backbone, input_size
     saved_bb, saved_size = st.get("backbone", backbone), st.get("input_size")
-    if backbone not in (default, saved_bb) or (input_size and saved_size and int(input_size) != int(saved_size)):
+    other_size = input_size and saved_size and int(input_size) != int(saved_size)
+    if backbone not in (DEFAULT_BACKBONE, saved_bb) or other_size:
         raise RunError(f"{resume} was trained with --backbone {saved_bb}"
                        + (f" --input-size {saved_size}" if saved_size else "") + "; resume it with the same")
     return saved_bb, input_size or saved_size

@@ -110,7 +110,7 @@ def train(
     if options.get("resume"):
         from .finetune import resumed_backbone
 
-        backbone, input_size = resumed_backbone(options["resume"], backbone, input_size, DEFAULT_BACKBONE)
+        backbone, input_size = resumed_backbone(options["resume"], backbone, input_size)
     bb = create_backbone(backbone, weights=weights, input_size=input_size)
     out = Path(out) if out else default_run_dir(ds.root, backbone, mode)
     if (out.exists() and any(out.iterdir()) and not (out / CONFIG).exists() and not options.get("resume")
