@@ -41,9 +41,24 @@ def test_bench_json_reports_three_rates(small_dir):
     lim = r["limit"]  # timed between (b)'s chunks and pooled: the pooled rate lies within the chunks'
     assert min(lim["chunk_img_s"]) - 0.1 <= lim["img_s"] <= max(lim["chunk_img_s"]) + 0.1
     s = r["settings"]
-    need = {"device", "bf16", "channels_last", "compile", "batch_size", "torch_threads", "decode_workers"}
+    need = {"device", "engine", "bf16", "channels_last", "compile", "batch_size", "torch_threads", "decode_workers"}
     assert need <= set(s)
     assert s["compile"] is False and s["batch_size"] == 4
+
+
+def test_bench_engines_report_what_ran(small_dir):
+    """--engine onnxruntime runs fp32 ONNX (compile/bf16 do not apply, the export is the one-off
+    cost); --engine torch says whether it matches what train/evaluate use here."""
+    from transferlab.bench import format_report
+
+    onnx = bench(data=small_dir, limit=8, batch_size=4, naive=False, progress=False, engine="onnxruntime")
+    s = onnx["settings"]
+    assert s["engine"] == "onnxruntime" and s["bf16"] is False and s["compile"] is False
+    assert s["compile_seconds"] > 0 and "fp32 ONNX (one-off export" in format_report(onnx)
+    tch = bench(data=small_dir, limit=8, batch_size=4, naive=False, progress=False, engine="torch", compile=False)
+    assert tch["settings"]["engine"] == "torch"
+    text = format_report(tch)
+    assert ("bench --engine onnxruntime measures that" in text) == (tch["settings"]["engine_default"] != "torch")
 
 
 def test_bench_text_report_without_naive(small_dir):
@@ -61,3 +76,13 @@ def test_bench_missing_data_is_a_user_error(tmp_path, monkeypatch, capsys):
         cli.main()
     assert e.value.code == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, msg", [(["--engine", "tensorrt"], "unknown engine 'tensorrt'"),
+                                       (["--engine", "onnxruntime", "--device", "cuda"], "CPU only")])
+def test_bench_bad_engine_is_a_user_error(args, msg, small_dir, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["transferlab", "bench", "--data", str(small_dir), *args])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 2
+    assert msg in capsys.readouterr().err

@@ -127,10 +127,10 @@ def test_runner_matches_eager_model(lite0, mixed_files):
     b = next(iter(iter_batches(mixed_files[:4], lite0.data_config, batch_size=4)))
     with torch.no_grad():
         ref = lite0.model.features(b.pixels.contiguous())
-    fp32 = FeatureRunner(lite0.model, "cpu", bf16=False, batch_size=4)(b.data)
+    fp32 = FeatureRunner(lite0.model, "cpu", bf16=False, batch_size=4, engine="torch")(b.data)
     assert fp32.dtype == torch.float32 and fp32.shape == ref.shape
     assert torch.allclose(fp32, ref, atol=1e-3, rtol=1e-3)
-    bf16 = FeatureRunner(lite0.model, "cpu", bf16=True, batch_size=4)(b.data)
+    bf16 = FeatureRunner(lite0.model, "cpu", bf16=True, batch_size=4, engine="torch")(b.data)
     cos = torch.nn.functional.cosine_similarity(bf16, ref, dim=1)
     assert cos.min() > 0.98
 
@@ -145,12 +145,70 @@ def test_failed_compile_falls_back_to_eager(lite0, mixed_files, monkeypatch):
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     b = next(iter(iter_batches(mixed_files[:4], lite0.data_config, batch_size=4)))
-    run = FeatureRunner(lite0.model, "cpu", bf16=False, compile=True, batch_size=4)
+    run = FeatureRunner(lite0.model, "cpu", bf16=False, compile=True, batch_size=4, engine="torch")
     with pytest.warns(UserWarning, match="no C\\+\\+ compiler found"):
         got = run(b.data)
     assert run.compile is False and run.settings["compile"] is False
-    ref = FeatureRunner(lite0.model, "cpu", bf16=False, compile=False, batch_size=4)(b.data)
+    ref = FeatureRunner(lite0.model, "cpu", bf16=False, compile=False, batch_size=4, engine="torch")(b.data)
     assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_onnxruntime_engine_matches_torch_and_follows_weight_changes(lite0, mixed_files):
+    """The ONNX export gives torch's fp32 features (short batches padded to the graph's fixed
+    shape), and exports again when the model's weights change instead of using stale ones."""
+    import copy
+
+    model = copy.deepcopy(lite0.model)
+    batches = list(iter_batches(mixed_files[:7], lite0.data_config, batch_size=4))
+    assert len(batches[-1].indices) < 4  # the last batch is short
+    onnx = FeatureRunner(model, "cpu", batch_size=4, engine="onnxruntime")
+    torch_run = FeatureRunner(model, "cpu", bf16=False, batch_size=4, engine="torch")
+    for b in batches:
+        got, ref = onnx(b.data), torch_run(b.data)
+        assert got.shape == (len(b.indices), lite0.feature_dim)
+        assert torch.allclose(got, ref, atol=1e-4, rtol=1e-4)
+    assert onnx.settings["engine"] == "onnxruntime" and onnx.settings["bf16"] is False
+    assert onnx.compile_seconds and onnx.compile_seconds > 0
+
+    before = onnx(batches[0].data)
+    with torch.no_grad():
+        model.trunk.conv_head.weight.mul_(0.5)  # an in-place update, like an optimizer step
+    after, ref = onnx(batches[0].data), torch_run(batches[0].data)
+    assert not torch.allclose(after, before, atol=1e-2)
+    assert torch.allclose(after, ref, atol=1e-4, rtol=1e-4)
+    assert not model.training  # the export did not flip the model into train mode
+
+
+def test_failed_onnx_export_falls_back_to_torch(lite0, mixed_files, monkeypatch):
+    def broken_export(*a, **kw):
+        raise RuntimeError("Unsupported operator aten::weird\nlong traceback")
+
+    monkeypatch.setattr(torch.onnx, "export", broken_export)
+    b = next(iter(iter_batches(mixed_files[:4], lite0.data_config, batch_size=4)))
+    run = FeatureRunner(lite0.model, "cpu", bf16=False, batch_size=4, engine="onnxruntime")
+    with pytest.warns(UserWarning, match="ONNX export failed.*aten::weird"):
+        got = run(b.data)
+    assert run.settings["engine"] == "torch"
+    ref = FeatureRunner(lite0.model, "cpu", bf16=False, batch_size=4, engine="torch")(b.data)
+    assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_engine_default_follows_env(monkeypatch):
+    from transferlab.errors import TransferlabError
+    from transferlab.pipeline import cpu_has_bf16, engine_default, onnxruntime_available
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("TRANSFERLAB_ENGINE", "torch")
+    assert engine_default(cpu) == "torch"
+    monkeypatch.setenv("TRANSFERLAB_ENGINE", "onnxruntime")
+    assert engine_default(cpu) == "onnxruntime"
+    assert engine_default(torch.device("cuda")) == "torch"
+    monkeypatch.setenv("TRANSFERLAB_ENGINE", "auto")
+    want = "onnxruntime" if onnxruntime_available() and not cpu_has_bf16() else "torch"
+    assert engine_default(cpu) == want
+    monkeypatch.setenv("TRANSFERLAB_ENGINE", "tensorrt")
+    with pytest.raises(TransferlabError, match="TRANSFERLAB_ENGINE='tensorrt'"):
+        engine_default(cpu)
 
 
 def test_extract_streams_to_cache_and_skips_bad(lite0, sample_images, tmp_path):

@@ -29,12 +29,14 @@ from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .errors import TransferlabError
 from .images import BadImage, is_image_file
 from .pipeline import (
+    ENGINES,
     FeatureRunner,
     compile_default,
     decode_array,
     default_device,
     default_nice,
     default_workers,
+    engine_default,
     run_features,
 )
 
@@ -243,9 +245,12 @@ def bench(
     device: str | None = None,
     naive: bool = True,
     progress: bool = True,
+    engine: str = "auto",
 ) -> dict:
     """Measure (a) naive, (b) pipeline, (c) forward-only limit on the same images; return a dict
     with img/s, the ratios b/a and b/c, peak RSS per phase and every setting used."""
+    if engine not in ENGINES:
+        raise TransferlabError(f"unknown engine '{engine}' (choose from {', '.join(ENGINES)})")
     if threads:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="transferlab-bench-data-") as tmp:
@@ -268,6 +273,8 @@ def bench(
         }
 
         dev = torch.device(device) if device else default_device()
+        if engine == "onnxruntime" and dev.type != "cpu":
+            raise TransferlabError("--engine onnxruntime runs on the CPU only; use --device cpu")
         if naive:
             with _Peak() as pk:
                 m, dt = naive_loop(bb, paths[:naive_limit], batch_size, dev)
@@ -276,7 +283,7 @@ def bench(
                                        " + eager fp32 NCHW"}
 
         t0 = time.perf_counter()
-        run = FeatureRunner(bb.model, dev, bf16=bf16, compile=compile, batch_size=batch_size)
+        run = FeatureRunner(bb.model, dev, bf16=bf16, compile=compile, batch_size=batch_size, engine=engine)
         with _Peak() as pk_c:
             batches = predecoded_batches(run, paths, dc, 256)
         setup = time.perf_counter() - t0
@@ -290,7 +297,8 @@ def bench(
     result["settings"] = run.settings | {
         "decode_workers": workers or default_workers(),
         "decode_nice": default_nice(),
-        "compile_seconds": run.compile_seconds,
+        "compile_seconds": run.compile_seconds,  # one-off: torch.compile or the ONNX export
+        "engine_default": engine_default(dev),
         "setup_seconds": round(setup, 2),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
@@ -311,10 +319,11 @@ def format_report(r: dict) -> str:
         f"transferlab bench  {r['backbone']}  {r['input']}",
         f"data: {r['data']} ({r['distinct_images']} distinct files, {r['images']} images for (b))",
         f"device: {s['device']}  torch {s['torch']}",
-        f"settings: batch {s['batch_size']}, torch threads {s['torch_threads']}, decode threads "
-        f"{s['decode_workers']} (nice {s['decode_nice']}), bf16 {s['bf16']}, "
-        f"channels_last {s['channels_last']}, compile {s['compile']}"
-        + (f" (one-off {s['compile_seconds']:.1f} s)" if s.get("compile") and s.get("compile_seconds") else ""),
+        f"settings: engine {s['engine']}, batch {s['batch_size']}, threads {s['torch_threads']}, decode threads "
+        f"{s['decode_workers']} (nice {s['decode_nice']}), "
+        + (f"fp32 ONNX (one-off export {s['compile_seconds'] or 0:.1f} s)" if s["engine"] == "onnxruntime" else
+           f"bf16 {s['bf16']}, channels_last {s['channels_last']}, compile {s['compile']}"
+           + (f" (one-off {s['compile_seconds']:.1f} s)" if s.get("compile") and s.get("compile_seconds") else "")),
         "",
         f"{'':<12}{'images':>8}{'seconds':>10}{'img/s':>10}{'peak RSS MB':>13}",
     ]
@@ -327,7 +336,10 @@ def format_report(r: dict) -> str:
     lines += ["", f"ratios: {ratios}   peak RSS {r['peak_rss_mb']:.0f} MB"]
     if r["pipeline"].get("failed"):
         lines.append(f"unreadable files skipped: {r['pipeline']['failed']}")
-    if s["compile"] != compile_default():
+    if s["engine"] != s["engine_default"]:
+        lines.append(f"note: train/evaluate/predict run the model with {s['engine_default']} here "
+                     f"(TRANSFERLAB_ENGINE); bench --engine {s['engine_default']} measures that")
+    elif s["engine"] == "torch" and s["compile"] != compile_default():
         on = compile_default()
         flag = "--compile" if on else "--no-compile"
         lines.append(f"note: train/evaluate/predict extract {'with' if on else 'without'} torch.compile here "

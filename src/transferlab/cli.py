@@ -280,8 +280,10 @@ def bench(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Decode threads.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch intra-op threads.")] = None,
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = True,
-    bf16: Annotated[bool | None, typer.Option("--bf16/--fp32", help="Default: bf16 if supported.")] = None,
+    engine: Annotated[str, typer.Option(
+        "--engine", help="auto | torch | onnxruntime (auto: what train/evaluate use here).")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile (engine torch).")] = True,
+    bf16: Annotated[bool | None, typer.Option("--bf16/--fp32", help="bf16 if supported (engine torch).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default cuda if any).")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -292,7 +294,8 @@ def bench(
 
     _quiet(quiet or as_json)
     r = run_bench(backbone, data, limit, naive_limit=naive_limit, batch_size=batch_size, workers=workers,
-                  threads=threads, compile=compile, bf16=bf16, device=device, naive=naive_limit > 0)
+                  threads=threads, compile=compile, bf16=bf16, device=device, naive=naive_limit > 0,
+                  engine=engine)
     if as_json:
         _print_json(r)
     else:

@@ -23,9 +23,19 @@ import torch
 from . import progress as _progress
 from ._io import save_safetensors
 from .backbones import Backbone, ImageClassifier
-from .pipeline import FeatureRunner, compile_default, default_device, precision_tag, run_features
+from .pipeline import (
+    FeatureRunner,
+    compile_default,
+    default_device,
+    engine_default,
+    precision_tag,
+    run_features,
+)
 
 SHARD = 1024
+# Fewer images than this run in torch even where onnxruntime is the engine: exporting the model
+# costs ~6 s once, which only pays off over a few hundred images (24 vs 150 img/s, issue 5).
+ONNX_MIN_IMAGES = 256
 
 
 def cache_root() -> Path:
@@ -124,7 +134,8 @@ def extract(
     cache = cache and model.trunk is backbone.model.trunk
     paths = [str(p) for p in paths]
     keys = [file_key(p) for p in paths]
-    where = cache_root() / "features" / f"{backbone.key}-{precision_tag(device)}"
+    engine = engine_default(device)
+    where = cache_root() / "features" / f"{backbone.key}-{precision_tag(device, engine)}"
     store = FeatureCache(where) if cache else None
 
     have = store.get(keys) if store else {}
@@ -132,7 +143,10 @@ def extract(
     todo = [i for i, k in enumerate(keys) if k not in have and k not in bad]
 
     if todo:
-        run = _runner(model, device, batch_size)
+        if (engine == "onnxruntime" and len(todo) < ONNX_MIN_IMAGES and precision_tag(device) == "fp32"
+                and not _has_runner(model, device, batch_size, engine)):
+            engine = "torch"  # a small job: not worth the export (same fp32 features, same cache)
+        run = _runner(model, device, batch_size, engine)
         todo_paths = [paths[i] for i in todo]
         pend_keys: list[str] = []
         pend_feats: list[np.ndarray] = []
@@ -174,15 +188,24 @@ def extract(
 _RUNNERS: dict[tuple, FeatureRunner] = {}
 
 
-def _runner(model: ImageClassifier, device: torch.device, batch_size: int) -> FeatureRunner:
-    """One FeatureRunner per (model, device, batch size), so a compiled graph is reused across
-    calls (``TRANSFERLAB_COMPILE=1``) instead of compiled again."""
-    key = (id(model), str(device), batch_size, precision_tag(device), compile_default())
+def _runner_key(model: ImageClassifier, device: torch.device, batch_size: int, engine: str) -> tuple:
+    return (id(model), str(device), batch_size, engine, precision_tag(device, engine), compile_default())
+
+
+def _has_runner(model: ImageClassifier, device: torch.device, batch_size: int, engine: str) -> bool:
+    run = _RUNNERS.get(_runner_key(model, device, batch_size, engine))
+    return run is not None and run.model is model
+
+
+def _runner(model: ImageClassifier, device: torch.device, batch_size: int, engine: str) -> FeatureRunner:
+    """One FeatureRunner per (model, device, batch size, engine), so a compiled graph or ONNX
+    export is reused across calls instead of being built again."""
+    key = _runner_key(model, device, batch_size, engine)
     run = _RUNNERS.get(key)
     if run is None or run.model is not model:
         while len(_RUNNERS) >= 4:  # bounded: a runner keeps its (possibly fine-tuned) model alive
             _RUNNERS.pop(next(iter(_RUNNERS)))
-        run = _RUNNERS[key] = FeatureRunner(model, device, batch_size=batch_size)
+        run = _RUNNERS[key] = FeatureRunner(model, device, batch_size=batch_size, engine=engine)
     else:
         model.to(device)
     return run
