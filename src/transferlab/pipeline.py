@@ -288,8 +288,9 @@ class OnnxFeatures:
     """``model.features`` exported to ONNX (torch.onnx, dynamo exporter) and run by onnxruntime.
 
     The graph has a static batch shape (static shapes ran ~40 % faster than a dynamic batch
-    axis); callers pad short batches. ``stale()`` says when the torch model has changed since
-    the export (e.g. trained further), so the runner exports again instead of using old weights.
+    axis); callers pad short batches. ``stale(shape)`` says when the torch model has changed
+    since the export (e.g. trained further) or the batch shape differs, so the runner exports
+    again instead of using old weights or failing on the shape.
     """
 
     def __init__(self, model: nn.Module, shape: tuple[int, ...], threads: int):
@@ -319,8 +320,8 @@ class OnnxFeatures:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(proto, opts, providers=["CPUExecutionProvider"])
 
-    def stale(self) -> bool:
-        return _weights_version(self.model) != self.version
+    def stale(self, shape: tuple[int, ...]) -> bool:
+        return shape != self.shape or _weights_version(self.model) != self.version
 
     def __call__(self, nhwc: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"x": nhwc})[0]
@@ -395,7 +396,7 @@ class FeatureRunner:
 
     def _run_onnx(self, data: torch.Tensor) -> torch.Tensor:
         nhwc = data.permute(0, 2, 3, 1)  # our batches are NHWC in memory: a view, no copy
-        if self._onnx is None or self._onnx.stale():
+        if self._onnx is None or self._onnx.stale(tuple(nhwc.shape)):
             t0 = time.perf_counter()
             try:
                 self._onnx = OnnxFeatures(self.model, tuple(nhwc.shape), torch.get_num_threads())
