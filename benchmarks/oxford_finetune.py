@@ -25,6 +25,7 @@ def main() -> None:
     ap.add_argument("tag")
     ap.add_argument("options", help="JSON object of finetune options")
     ap.add_argument("--data", type=Path, default=SHARED)
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("/tmp/oxford-finetune"))
     ap.add_argument("--log", type=Path, default=Path("/tmp/oxford-finetune/results.jsonl"))
     a = ap.parse_args()
@@ -32,12 +33,12 @@ def main() -> None:
     backbone = opts.pop("backbone", "efficientnet_lite0")
     size = opts.pop("input_size", None)
     t0 = time.perf_counter()
-    run = train(a.data, backbone=backbone, input_size=size, mode="finetune", val_fraction=0.0, seed=0,
+    run = train(a.data, backbone=backbone, input_size=size, mode="finetune", val_fraction=0.0, seed=a.seed,
                 out=a.out / a.tag, progress=False, **opts)
     seconds = time.perf_counter() - t0
     plain = run.evaluate(a.data, split="test", out=a.out / a.tag / "eval", progress=False)
     flip = run.evaluate(a.data, split="test", tta="flip", progress=False)
-    res = {"tag": a.tag, "backbone": backbone, "input_size": size, "options": opts,
+    res = {"tag": a.tag, "seed": a.seed, "backbone": backbone, "input_size": size, "options": opts,
            "test_acc": plain["accuracy"], "test_acc_flip_tta": flip["accuracy"], "train_seconds": round(seconds, 1)}
     print(json.dumps(res))
     a.log.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@ pretrained trunk + the linear probe's head, and score the mix on the official te
 
     python benchmarks/oxford_wiseft.py /tmp/oxford-finetune/TAG [--alpha 0 0.5 1]
 
-A run from benchmarks/oxford_finetune.py (efficientnet_lite0, default input size) is expected.
+Runs from benchmarks/oxford_finetune.py are expected; each is mixed with a linear probe trained on
+its own backbone at its own input size.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=SHARED)
     a = ap.parse_args()
     tr, te = load_dataset(a.data, split="trainval"), load_dataset(a.data, split="test")
-    bb = create_backbone("efficientnet_lite0")
-    probe = TRAINERS["linear"](bb, *tr.train_val_split(0.0, 0), seed=0, progress=False).head
-    start = {**{f"trunk.{k}": v for k, v in bb.model.trunk.state_dict().items()},
-             **{f"head.{k}": v for k, v in probe.state_dict().items()}}
     for path in a.runs:
         run = load_run(path)
+        bb = create_backbone(run.backbone.name, input_size=run.data_config.input_size)
+        probe = TRAINERS["linear"](bb, *tr.train_val_split(0.0, 0), seed=0, progress=False).head
+        start = {**{f"trunk.{k}": v for k, v in bb.model.trunk.state_dict().items()},
+                 **{f"head.{k}": v for k, v in probe.state_dict().items()}}
         tuned = run.model.state_dict()
         for alpha in a.alpha:
             mixed = {k: (alpha * v.float() + (1 - alpha) * start[k].float()).to(v.dtype)

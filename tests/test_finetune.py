@@ -188,3 +188,96 @@ def test_resume_keeps_the_checkpoints_backbone_and_input_size(petimages, tmp_pat
         train(_pets(petimages, 6), out=out, resume=out, backbone="mobilenet_v2", **FT)
     run = train(_pets(petimages, 6), out=out, resume=out, **FT)  # size comes from the checkpoint
     assert run.data_config.input_size == 160 and run.config["preprocessing"]["input_size"] == 160
+
+
+def test_frozen_groups_run_in_onnxruntime_and_train_like_torch(petimages, tmp_path, monkeypatch):
+    """--unfreeze last:K on a CPU whose engine is onnxruntime: the frozen groups' forward pass runs
+    there, the rest in torch; the training is the same as all-torch (fp32, to rounding)."""
+    opts = {**FT, "epochs": 1, "unfreeze": "last:2"}
+    runs = {}
+    for engine in ("torch", "onnxruntime"):
+        monkeypatch.setenv("TRANSFERLAB_ENGINE", engine)
+        runs[engine] = train(_pets(petimages, 8), out=tmp_path / engine, **opts)
+    cfg = {e: r.config["train"] for e, r in runs.items()}
+    assert cfg["torch"]["frozen_groups_engine"] == "torch"
+    assert cfg["onnxruntime"]["frozen_groups_engine"] == "onnxruntime"
+    ha, hb = (json.loads((r.path / "metrics.json").read_text())["history"] for r in runs.values())
+    assert hb[1]["train_loss"] == pytest.approx(ha[1]["train_loss"], abs=1e-3)
+    assert hb[1]["val_loss"] == pytest.approx(ha[1]["val_loss"], abs=1e-3)
+    wa, wb = (load_file(str(r.path / "model.safetensors")) for r in runs.values())
+    base = create_backbone("efficientnet_lite0").model.trunk.state_dict()
+    assert torch.equal(wb["trunk.blocks.0.0.conv_dw.weight"], base["blocks.0.0.conv_dw.weight"])  # frozen
+    assert not torch.equal(wb["trunk.blocks.6.0.conv_pw.weight"], base["blocks.6.0.conv_pw.weight"])  # trained
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
+
+
+def test_frozen_prefix_needs_a_trunk_made_of_its_groups(monkeypatch):
+    """A trunk whose forward is not its depth groups in order (here a skip connection across
+    groups) keeps training in torch, with a warning; a plain one gets the same logits."""
+    from torch import nn
+
+    from transferlab.backbones import ImageClassifier, Normalize
+
+    class Trunk(nn.Module):
+        def __init__(self, skip: bool):
+            super().__init__()
+            self.skip = skip
+            self.stem = nn.Conv2d(3, 4, 1)
+            self.blocks = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1))
+            self.pool = nn.AdaptiveAvgPool2d(1)
+
+        def forward(self, x):
+            h = self.stem(x)
+            return self.pool(self.blocks(h) + (h if self.skip else 0)).flatten(1)
+
+    monkeypatch.setenv("TRANSFERLAB_ENGINE", "onnxruntime")
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    for skip in (True, False):
+        model = ImageClassifier(Normalize((0.5,) * 3, (0.25,) * 3), Trunk(skip), nn.Linear(4, 2))
+        groups = finetune.depth_groups(model.trunk)
+        assert groups == [["stem"], ["blocks.0"], ["blocks.1"]]
+        if skip:
+            with pytest.warns(UserWarning, match="running torch"):
+                assert finetune.frozen_prefix(model, groups, 1, 4, 16, cpu) is None
+            continue
+        keys = list(model.state_dict())
+        prefix = finetune.frozen_prefix(model, groups, 1, 4, 16, cpu)
+        x = torch.rand(3, 3, 16, 16)
+        assert torch.allclose(prefix(x), model(x), atol=1e-5)  # a short batch is padded, then cut
+        assert list(model.state_dict()) == keys and isinstance(model.trunk.stem, nn.Conv2d)  # untouched
+
+
+def test_wise_mixes_with_the_start_and_survives_resume(petimages, tmp_path, monkeypatch):
+    """--wise A: the run keeps A x the fine-tuned weights + (1 - A) x the start (pretrained trunk,
+    linear-probe head); a killed and resumed run mixes with the same start."""
+    opts = {**FT, "unfreeze": "last:2"}
+    full = train(_pets(petimages, 8), out=tmp_path / "full", **opts)
+    monkeypatch.setattr(finetune, "_after_checkpoint", lambda epoch: (_ for _ in ()).throw(SystemExit(1)))
+    with pytest.raises(SystemExit):
+        train(_pets(petimages, 8), out=tmp_path / "wise", wise=0.5, **opts)
+    monkeypatch.setattr(finetune, "_after_checkpoint", lambda epoch: None)
+    wise = train(_pets(petimages, 8), out=tmp_path / "wise", resume=tmp_path / "wise", **opts)
+    assert wise.config["train"]["wise"] == 0.5  # kept from the checkpoint's options
+    wf, ww = (load_file(str(r.path / "model.safetensors")) for r in (full, wise))
+    base = create_backbone("efficientnet_lite0").model.trunk.state_dict()
+    k = "blocks.6.0.conv_pw.weight"
+    assert not torch.allclose(wf[f"trunk.{k}"], base[k], atol=1e-5)
+    assert torch.allclose(ww[f"trunk.{k}"], 0.5 * wf[f"trunk.{k}"] + 0.5 * base[k], atol=1e-5)
+    assert torch.equal(ww["trunk.blocks.0.0.conv_dw.weight"], base["blocks.0.0.conv_dw.weight"])  # frozen
+    m = json.loads((wise.path / "metrics.json").read_text())
+    _, va = _pets(petimages, 8).train_val_split(1 / 3, 0)
+    probs, _ = wise.predict_proba(va.paths)  # the reported validation metrics are the mixed network's
+    from sklearn.metrics import confusion_matrix
+
+    assert m["val"]["confusion"] == confusion_matrix(va.labels, probs.argmax(1), labels=[0, 1]).tolist()
+    assert not list((wise.path / "checkpoint").glob("*.safetensors"))  # start/best cleaned up when done
+    from transferlab.train import fit_linear_probe
+
+    tr, va = _pets(petimages, 8).train_val_split(1 / 3, 0)
+    ft, fv = (finetune.extract(create_backbone("efficientnet_lite0"), d.paths, progress=False) for d in (tr, va))
+    probe, _, _ = fit_linear_probe(ft.features, tr.labels, fv.features, va.labels, 2, 0)
+    assert torch.allclose(ww["head.weight"], 0.5 * wf["head.weight"] + 0.5 * probe.weight, atol=1e-5)
+    for bad in ({"wise": 0.0}, {"wise": 1.5}):
+        with pytest.raises(TransferlabError, match="--wise"):
+            train(_pets(petimages, 4), out=tmp_path / "bad", **{**opts, **bad})

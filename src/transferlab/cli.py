@@ -131,6 +131,9 @@ def train(
         "--mixup", min=0, help="finetune: MixUp Beta(a, a) parameter, e.g. 0.2 (0 = off).")] = None,
     cutmix: Annotated[float | None, typer.Option(
         "--cutmix", min=0, help="finetune: CutMix Beta(a, a) parameter, e.g. 1.0 (0 = off).")] = None,
+    wise: Annotated[float | None, typer.Option(
+        "--wise", help="finetune: keep A x the fine-tuned weights + (1 - A) x the start (WiSE-FT; "
+                       "0.5 helps on small data; 1 = off).")] = None,
     input_size: Annotated[int | None, typer.Option(
         "--input-size", min=32, max=1024, help="Input size in pixels instead of the backbone's own.")] = None,
     resume: Annotated[Path | None, typer.Option(
@@ -150,7 +153,8 @@ def train(
 
         raise typer.Exit(launch_torchrun(nproc, sys.argv[1:]))
     opts = {k: v for k, v in {"epochs": epochs, "lr": lr, "unfreeze": unfreeze, "batch_size": batch_size,
-                              "aug": aug, "mixup": mixup, "cutmix": cutmix, "resume": resume}.items() if v is not None}
+                              "aug": aug, "mixup": mixup, "cutmix": cutmix, "wise": wise,
+                              "resume": resume}.items() if v is not None}
     run = _train(data, backbone=backbone, weights=weights, mode=mode, format=fmt, label=label, split=split,
                  val_fraction=val_fraction, seed=seed, out=run_out or resume, input_size=input_size,
                  progress=not quiet, **opts)

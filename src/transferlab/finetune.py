@@ -13,6 +13,8 @@ Why it looks like this:
   down geometrically by ``lr_mult`` to the stem), label smoothing, gradient clipping,
   channels_last, bf16 autocast where the hardware has it (CUDA; bf16-capable CPUs), fp16 +
   GradScaler on CUDA cards without bf16.
+- **Frozen groups run in onnxruntime on CPUs without bf16** (:class:`FrozenPrefix`): with
+  ``--unfreeze last:K`` their forward pass is most of a step, and it needs no gradients.
 - **BatchNorm statistics stay frozen by default** (``bn="frozen"``): with ~20 images per class
   and CPU-sized batches, running statistics re-estimated from augmented mini-batches are noisier
   than the ImageNet ones; it also keeps DDP ranks identical without SyncBatchNorm.
@@ -51,7 +53,7 @@ from .features import extract
 from .heads import build_head
 from .images import BadImage, load_rgb
 from .pipeline import bf16_default, default_device, iter_batches, to_pixels
-from .train import Fitted, register_trainer
+from .train import Fitted, fit_linear_probe, register_trainer
 
 CHECKPOINT_DIR = "checkpoint"
 STATE = "state.json"
@@ -332,6 +334,109 @@ def _train_mode(model: ImageClassifier, bn: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# The frozen groups in onnxruntime (CPUs without bf16)
+# ----------------------------------------------------------------------------------------------
+class _Prefix(nn.Module):
+    """normalize + the frozen depth groups in order: [0, 1] NHWC pixels -> the activation the first
+    trainable group takes. NHWC in, so a channels_last batch goes to onnxruntime without a copy."""
+
+    def __init__(self, model: ImageClassifier, names: list[str]):
+        super().__init__()
+        self.normalize = model.normalize
+        self.parts = nn.ModuleList(model.trunk.get_submodule(n) for n in names)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x.permute(0, 3, 1, 2))
+        for m in self.parts:
+            x = m(x)
+        return x
+
+
+def _suffix_view(module: nn.Module, names: list[str], copies: list | None = None) -> nn.Module:
+    """A shallow copy of ``module`` with the submodules ``names`` replaced by Identity. It shares
+    every other module (and so every parameter) with the original, which stays untouched: training
+    the view trains the model, and the model's state_dict stays complete. ``copies`` collects
+    (copy, original) container pairs, whose train/eval flags the caller keeps in step."""
+    view = copy.copy(module)
+    view._modules = dict(module._modules)
+    if copies is not None:
+        copies.append((view, module))
+    nested: dict[str, list[str]] = {}
+    for n in names:
+        first, _, rest = n.partition(".")
+        nested.setdefault(first, []).append(rest)
+    for first, rests in nested.items():
+        view._modules[first] = (nn.Identity() if "" in rests
+                                else _suffix_view(module._modules[first], rests, copies))
+    return view
+
+
+class FrozenPrefix:
+    """The frozen depth groups of a CPU fine-tune, run by onnxruntime; the trainable rest in torch.
+
+    With ``--unfreeze last:K`` most of a step's time is the frozen groups' forward pass (lite2 at
+    384 px, batch 32: 3.2 s of 4.7 s in torch fp32 on an AVX2 CPU), and onnxruntime runs that part
+    several times faster (see :class:`transferlab.pipeline.OnnxFeatures`). The frozen groups are a
+    fixed function while they stay frozen (eval-mode BatchNorm, no dropout), so the export stays
+    valid until the unfrozen set changes. Built only after checking that the trunk really is its
+    depth groups applied in order (the view's output equals the trunk's on a probe batch).
+    """
+
+    def __init__(self, model: ImageClassifier, names: list[str], batch_size: int, size: int, threads: int):
+        from .pipeline import OnnxFeatures
+
+        self.model, self.batch_size = model, batch_size
+        self.prefix = _Prefix(model, names).eval()  # its modes only matter to the export
+        self.copies: list[tuple[nn.Module, nn.Module]] = []
+        self.suffix = _suffix_view(model.trunk, names, self.copies)
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                probe = torch.rand((2, size, size, 3), generator=torch.Generator().manual_seed(0))
+                want = model.trunk(model.normalize(probe.permute(0, 3, 1, 2)))
+                got = self.suffix(self.prefix(probe))
+            if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-4):
+                raise ValueError("the trunk is not its depth groups applied in order")
+        finally:
+            model.train(was)
+        self.onnx = OnnxFeatures(self.prefix, (batch_size, size, size, 3), threads, graph=self.prefix,
+                                 dtype=torch.float32)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] pixels [n, 3, S, S] (channels_last) -> logits, gradients for the trainable part."""
+        for view, original in self.copies:  # e.g. a trunk's own dropout looks at its flag
+            view.training = original.training
+        n = x.shape[0]
+        nhwc = x.permute(0, 2, 3, 1)
+        if n < self.batch_size:
+            nhwc = torch.cat([nhwc, nhwc.new_zeros((self.batch_size - n, *nhwc.shape[1:]))])
+        h = torch.from_numpy(self.onnx(np.ascontiguousarray(nhwc.detach().numpy()))[:n])
+        return self.model.head(self.suffix(h.contiguous(memory_format=torch.channels_last)))
+
+
+def frozen_prefix(model: ImageClassifier, groups: list[list[str]], n_unfrozen: int, batch_size: int,
+                  size: int, device: torch.device) -> FrozenPrefix | None:
+    """A :class:`FrozenPrefix` when it applies: one CPU process whose extraction engine is
+    onnxruntime (``TRANSFERLAB_ENGINE``), with at least one frozen group. None otherwise, or
+    (with a warning) when the export fails: torch then runs the whole network as before."""
+    from .pipeline import engine_default
+
+    names = [n for g in groups[: len(groups) - n_unfrozen] for n in g]
+    if not names or device.type != "cpu" or world_size() > 1 or engine_default(device) != "onnxruntime":
+        return None
+    try:
+        return FrozenPrefix(model, names, batch_size, size, torch.get_num_threads())
+    except Exception as e:  # an architecture the exporter (or the view) cannot handle
+        import warnings
+
+        why = (str(e).strip().splitlines() or [""])[0][:200]
+        warnings.warn(f"frozen layers in onnxruntime failed ({type(e).__name__}: {why}); running torch",
+                      stacklevel=2)
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
 # Training data: augmentation resolved from the backbone's preprocessing
 # ----------------------------------------------------------------------------------------------
 AUGMENTATIONS = ("none", "light", "randaug")
@@ -481,10 +586,10 @@ FINETUNE_DEFAULTS = {
     "epochs": 3, "lr": 1e-3, "trunk_lr": 0.1, "lr_mult": 100.0, "unfreeze": "all", "batch_size": 32,
     "weight_decay": 0.01,
     "label_smoothing": 0.1, "clip": 1.0, "aug": "light", "bn": "frozen", "patience": 3, "head_epochs": 100,
-    "pct_start": 0.25, "workers": None, "mixup": 0.0, "cutmix": 0.0,
+    "pct_start": 0.25, "workers": None, "mixup": 0.0, "cutmix": 0.0, "wise": 1.0,
 }
 _RESUME_KEEP = ("epochs", "lr", "trunk_lr", "lr_mult", "unfreeze", "batch_size", "weight_decay", "label_smoothing",
-                "clip", "aug", "bn", "patience", "head_epochs", "pct_start", "mixup", "cutmix")
+                "clip", "aug", "bn", "patience", "head_epochs", "pct_start", "mixup", "cutmix", "wise")
 
 
 @register_trainer("finetune")
@@ -517,12 +622,14 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
         raise TransferlabError("--epochs and --batch-size must be >= 1 and --lr > 0")
     if opts["bn"] not in ("frozen", "train"):
         raise TransferlabError(f"bn must be 'frozen' or 'train', not '{opts['bn']}'")
+    if not 0 < float(opts["wise"]) <= 1:
+        raise TransferlabError(f"--wise must be in (0, 1] (1 = the fine-tuned weights alone), not {opts['wise']}")
     k = len(tr.classes)
     main = is_main()
     show = progress and main and _progress.enabled()
     if saved is None and main and ck.dir.is_dir():  # a fresh run never mixes with old checkpoints
         for f in ck.dir.iterdir():
-            if re.fullmatch(r"(last|optim)-\d+\.(safetensors|pt)|best\.safetensors|state\.json", f.name):
+            if re.fullmatch(r"(last|optim)-\d+\.(safetensors|pt)|(best|start)\.safetensors|state\.json", f.name):
                 f.unlink()
 
     # 1. features (sharded across ranks, cached) -> readable images + head warm-up ---------------
@@ -552,6 +659,11 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
                         **_score(model.head, xt, yt, "train"), **_score(model.head, xv, yv, "val")})
     else:
         model.head = build_head(spec)
+
+    if saved is None and main and float(opts["wise"]) < 1:  # the other end of --wise, kept for --resume
+        probe, _, _ = fit_linear_probe(xt, yt, xv, yv, k, seed)
+        ck.dir.mkdir(parents=True, exist_ok=True)
+        save_safetensors(ck.dir / "start.safetensors", {f"head.{kk}": v for kk, v in probe.state_dict().items()})
 
     # 2. optimizer over every depth group (frozen ones simply get no gradients) -------------------
     n = len(groups)
@@ -617,6 +729,8 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
 
     unfrozen_now = n_unfrozen + (start_epoch if progressive else 0)
     net = make_ddp(min(unfrozen_now, n))
+    size = bb.data_config.input_size
+    prefix = frozen_prefix(model, groups, min(unfrozen_now, n), bs, size, device)
     state_base = {"seed": seed, "options": {kk: opts[kk] for kk in _RESUME_KEEP}, "world_size": w,
                   "classes": tr.classes, "backbone": bb.name, "input_size": bb.data_config.input_size}
     stopped_early = interrupted = False
@@ -627,8 +741,9 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
             if progressive and epoch > 1 and unfrozen_now < n:
                 unfrozen_now += 1
                 net = make_ddp(unfrozen_now)
+                prefix = frozen_prefix(model, groups, unfrozen_now, bs, size, device)
             t0 = time.perf_counter()
-            row = _train_epoch(net, model, ds_train, sampler, epoch, seed, bs, workers, opt, sched, scaler,
+            row = _train_epoch(prefix or net, model, ds_train, sampler, epoch, seed, bs, workers, opt, sched, scaler,
                                device, amp_dtype, opts, show, epochs, mixer)
             vl = va_acc = probs = None
             if val_paths:
@@ -667,13 +782,15 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
                                    f"with --resume {ck.dir.parent}", highlight=False)
 
     # 3. the best weights become the run ------------------------------------------------------------
+    start_head = None
     if main:
         sd, val_probs = ck.load_best()
+        start_head = _load_start_head(ck.dir, ckdir) if float(opts["wise"]) < 1 else None
         if not interrupted:  # done: keep only the history; the run's own weights are the best ones
             done = {**(ck.state() or {}), "finished": True}
             write_json(ck.dir / STATE, done)
             for f in ck.dir.iterdir():
-                if re.fullmatch(r"(last|optim)-\d+\.(safetensors|pt)|best\.safetensors", f.name):
+                if re.fullmatch(r"(last|optim)-\d+\.(safetensors|pt)|(best|start)\.safetensors", f.name):
                     f.unlink()
     else:
         sd, val_probs = _unwrap(net).state_dict(), None
@@ -682,6 +799,10 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
         _finish_distributed()
     final = copy.deepcopy(bb.model)
     final.head = build_head(spec)
+    wise = float(opts["wise"])
+    if wise < 1 and main:
+        sd = _wise_mix(sd, bb.model, start_head, wise)
+        val_probs = None  # the best epoch's probabilities were the unmixed network's
     final.load_state_dict(sd)
     final.eval().requires_grad_(False)
     best_row = next((h for h in history if h["epoch"] == best["epoch"]), history[-1])
@@ -700,10 +821,33 @@ def train_finetune(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: in
               "resumed_from_epoch": start_epoch if saved else None, "world_size": w, "device": str(device),
               "autocast": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
               "depth_groups": n, "group_lrs": [round(x, 8) for x in lrs],
+              "frozen_groups_engine": "onnxruntime" if prefix is not None else "torch",
               "seconds_per_epoch": round(float(np.mean(epoch_seconds)), 2) if epoch_seconds else None,
               "selection": "val_accuracy" if val_paths else "last_epoch"},
         history=history,
     )
+
+
+def _load_start_head(*dirs: Path) -> dict[str, torch.Tensor]:
+    """The linear probe saved at the start of the run (the resumed run's, if it moved)."""
+    from safetensors.torch import load_file
+
+    for d in dirs:
+        if (d / "start.safetensors").is_file():
+            return load_file(str(d / "start.safetensors"))
+    raise RunError(f"--wise needs {dirs[0] / 'start.safetensors'}, written when the run started")
+
+
+def _wise_mix(tuned: dict[str, torch.Tensor], pretrained: ImageClassifier, start_head: dict[str, torch.Tensor],
+              alpha: float) -> dict[str, torch.Tensor]:
+    """WiSE-FT (Wortsman et al., CVPR 2022): ``alpha`` x the fine-tuned weights + (1 - alpha) x
+    the pretrained trunk with a linear probe (logistic regression, C chosen as in ``--mode
+    linear``) as its head. Mixing with the probe rather than with the warm-up head (AdamW, no C
+    search) measured 90.7 vs 90.3 % on the Oxford subset (BENCHMARKS.md, issue 3). Integer buffers
+    (BatchNorm's batch counters) are taken from the fine-tuned side."""
+    start = {**{k: v for k, v in pretrained.state_dict().items() if not k.startswith("head.")}, **start_head}
+    return {k: (alpha * v.float() + (1 - alpha) * start[k].float()).to(v.dtype)
+            if k in start and v.is_floating_point() else v for k, v in tuned.items()}
 
 
 def _default_workers(device: torch.device) -> int:

@@ -285,7 +285,8 @@ def _weights_version(model: nn.Module) -> int:
 
 
 class OnnxFeatures:
-    """``model.features`` exported to ONNX (torch.onnx, dynamo exporter) and run by onnxruntime.
+    """``model.features`` (or another ``graph`` of ``model``'s weights: the frozen part of a
+    fine-tuned network) exported to ONNX (torch.onnx, dynamo exporter) and run by onnxruntime.
 
     The graph has a static batch shape (static shapes ran ~40 % faster than a dynamic batch
     axis); callers pad short batches. ``stale(shape)`` says when the torch model has changed
@@ -293,20 +294,21 @@ class OnnxFeatures:
     again instead of using old weights or failing on the shape.
     """
 
-    def __init__(self, model: nn.Module, shape: tuple[int, ...], threads: int):
+    def __init__(self, model: nn.Module, shape: tuple[int, ...], threads: int, graph: nn.Module | None = None,
+                 dtype: torch.dtype = torch.uint8):
         import onnxruntime as ort
 
         self.model, self.shape = model, shape
         self.version = _weights_version(model)
         was_training = model.training
-        graph = _NHWCFeatures(model).eval()
+        graph = (graph if graph is not None else _NHWCFeatures(model)).eval()
         try:
             # inference_mode(False): the exporter traces, which inference tensors forbid; stdout is
             # captured because the exporter prints progress lines that would corrupt --json output.
             with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), \
                     contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
-                program = torch.onnx.export(graph, (torch.zeros(shape, dtype=torch.uint8),), dynamo=True,
+                program = torch.onnx.export(graph, (torch.zeros(shape, dtype=dtype),), dynamo=True,
                                              input_names=["x"], output_names=["f"], verbose=False)
             proto = program.model_proto.SerializeToString()
         finally:

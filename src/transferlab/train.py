@@ -63,6 +63,7 @@ def default_run_dir(data: str | Path, backbone: str, mode: str) -> Path:
 _OPTION_MODES = {  # the CLI's mode-specific options and the modes that use them
     "epochs": ("head", "finetune"), "lr": ("head", "finetune"), "batch_size": ("head", "finetune"),
     "unfreeze": ("finetune",), "aug": ("finetune",), "mixup": ("finetune",), "cutmix": ("finetune",),
+    "wise": ("finetune",),
     "resume": ("finetune",),
 }
 
@@ -250,6 +251,20 @@ def _fit_logreg_estimator(c: float, seed: int):
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
 
 
+def fit_linear_probe(xt: np.ndarray, yt: np.ndarray, xv: np.ndarray | None, yv: np.ndarray | None, k: int,
+                     seed: int = 0, c: float | None = None) -> tuple[torch.nn.Linear, float, dict]:
+    """Logistic regression on features as a torch head: (head, C, {C: score}). C is chosen on the
+    validation split, or by k-fold CV on the training features when there is none."""
+    scores: dict = {}
+    if c is None:
+        if xv is not None and len(yv):
+            scores = _val_path(xt, yt, xv, yv, seed)
+            c = max(scores, key=lambda cc: (scores[cc], -cc))
+        else:
+            c, scores = _cv_choose_c(xt, yt, seed)
+    return _to_linear(_fit_logreg(xt, yt, c, seed), k), c, scores
+
+
 @register_trainer("linear")
 def train_linear(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: int = 0, progress: bool = True,
                  c: float | None = None, **_) -> Fitted:
@@ -262,15 +277,7 @@ def train_linear(bb: Backbone, tr: ImageDataset, va: ImageDataset, *, seed: int 
         xv, yv, ok_v, sk_v = features_for(bb, va, progress, "features (val)")
     if len(np.unique(yt)) < 2:
         raise DataError("the training split has readable images of fewer than 2 classes")
-    scores: dict = {}
-    if c is None:
-        if xv is not None and len(yv):
-            scores = _val_path(xt, yt, xv, yv, seed)
-            c = max(scores, key=lambda cc: (scores[cc], -cc))
-        else:
-            c, scores = _cv_choose_c(xt, yt, seed)
-    clf = _fit_logreg(xt, yt, c, seed)
-    head = _to_linear(clf, k)
+    head, c, scores = fit_linear_probe(xt, yt, xv, yv, k, seed, c)
     with torch.no_grad():
         train_acc = float((head(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
         val_probs = head(torch.from_numpy(xv)).softmax(-1).numpy() if xv is not None else None
