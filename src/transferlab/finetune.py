@@ -15,6 +15,8 @@ Why it looks like this:
   GradScaler on CUDA cards without bf16.
 - **Frozen groups run in onnxruntime on CPUs without bf16** (:class:`FrozenPrefix`): with
   ``--unfreeze last:K`` their forward pass is most of a step, and it needs no gradients.
+- **``wise`` < 1 keeps a WiSE-FT mix** of the fine-tuned weights and the pretrained trunk with a
+  linear probe: on ~20 photos per class the mix beat both of its ends (BENCHMARKS.md, issue 3).
 - **BatchNorm statistics stay frozen by default** (``bn="frozen"``): with ~20 images per class
   and CPU-sized batches, running statistics re-estimated from augmented mini-batches are noisier
   than the ImageNet ones; it also keeps DDP ranks identical without SyncBatchNorm.
