@@ -422,7 +422,7 @@ def frozen_prefix(model: ImageClassifier, groups: list[list[str]], n_unfrozen: i
     """A :class:`FrozenPrefix` when it applies: one CPU process whose extraction engine is
     onnxruntime (``TRANSFERLAB_ENGINE``), with at least one frozen group. None otherwise, or
     (with a warning) when the export fails: torch then runs the whole network as before."""
-    from .pipeline import engine_default
+    from .pipeline import engine_default, warn_fallback
 
     names = [n for g in groups[: len(groups) - n_unfrozen] for n in g]
     if not names or device.type != "cpu" or world_size() > 1 or engine_default(device) != "onnxruntime":
@@ -430,11 +430,7 @@ def frozen_prefix(model: ImageClassifier, groups: list[list[str]], n_unfrozen: i
     try:
         return FrozenPrefix(model, names, batch_size, size, torch.get_num_threads())
     except Exception as e:  # an architecture the exporter (or the view) cannot handle
-        import warnings
-
-        why = (str(e).strip().splitlines() or [""])[0][:200]
-        warnings.warn(f"frozen layers in onnxruntime failed ({type(e).__name__}: {why}); running torch",
-                      stacklevel=2)
+        warn_fallback("frozen layers in onnxruntime", e, "running torch")
         return None
 
 

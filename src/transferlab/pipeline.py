@@ -266,6 +266,12 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({model or 'unknown'}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
 
 
+def warn_fallback(what: str, e: Exception, instead: str, stacklevel: int = 3) -> None:
+    """One-line warning when a fast path (compile, ONNX export) fails and a slower one takes over."""
+    why = (str(e).strip().splitlines() or [""])[0][:200]
+    warnings.warn(f"{what} failed ({type(e).__name__}: {why}); {instead}", stacklevel=stacklevel)
+
+
 class _NHWCFeatures(nn.Module):
     """uint8 NHWC pixels -> pooled features: the graph handed to onnxruntime, so batches go in
     as they come out of the decoder, without a transpose or float copy in Python."""
@@ -392,8 +398,7 @@ class FeatureRunner:
         }
 
     def _fallback(self, what: str, e: Exception) -> None:
-        why = (str(e).strip().splitlines() or [""])[0][:200]
-        warnings.warn(f"{what} failed ({type(e).__name__}: {why}); running torch eager", stacklevel=3)
+        warn_fallback(what, e, "running torch eager", stacklevel=4)
         self.engine, self.compile, self._fn, self._onnx = "torch", False, self._eager, None
 
     def _run_onnx(self, data: torch.Tensor) -> torch.Tensor:
