@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transferlab.attack import AttackSpec, _Net, distortion, eps_label, parse_eps, run_attack, save_png
-from transferlab.pipeline import iter_batches
+from transferlab.attack.methods import AttackSpec, _Net, distortion, eps_label, parse_eps, run_attack
+from transferlab.data.images import save_png
+from transferlab.data.loader import iter_batches
 from transferlab.run import load
 
 
@@ -71,7 +72,7 @@ def attack_all(a, files: list[Path], run, t_idx: int, eps: float, methods: list[
 def summarize(a, files: list[Path], run, t_idx: int, eps: float, methods: list[str]) -> dict:
     """Score the saved PNGs through the normal prediction path (what `classify` says), with
     distortion against the preprocessed originals, and their transfer to a second model."""
-    from transferlab.pipeline import decode
+    from transferlab.data.loader import decode
 
     r2 = load(a.transfer_to) if a.transfer_to else None
     t2 = r2.class_index(a.target) if r2 else None
@@ -85,8 +86,8 @@ def summarize(a, files: list[Path], run, t_idx: int, eps: float, methods: list[s
         x0 = torch.stack([decode(f, run.data_config) for f in done])
         xa = torch.stack([decode(p, run.data_config) for p in pngs])
         dist = distortion(xa, x0)
-        p_clean, _ = run.predict_proba([str(f) for f in done])
-        p_file, _ = run.predict_proba(pngs)  # the normal path on the saved files
+        p_clean = run.predict_proba([str(f) for f in done])
+        p_file = run.predict_proba(pngs)  # the normal path on the saved files
         verified = p_file.argmax(1) == t_idx
         row = {
             "images": len(done),
@@ -103,8 +104,8 @@ def summarize(a, files: list[Path], run, t_idx: int, eps: float, methods: list[s
             "seconds_per_image": float(np.mean([tm[f.stem] for f in done if f.stem in tm])) if tm else None,
         }
         if r2:
-            p2, _ = r2.predict_proba(pngs)
-            p2c, _ = r2.predict_proba([str(f) for f in done])
+            p2 = r2.predict_proba(pngs)
+            p2c = r2.predict_proba([str(f) for f in done])
             hit = p2.argmax(1) == t2
             row["transfer_clean_predicted_as_target"] = int((p2c.argmax(1) == t2).sum())
             row["transfer_rate"] = float(hit.mean())

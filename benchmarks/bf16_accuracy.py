@@ -30,9 +30,9 @@ def main() -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from transferlab.backbones import create_backbone
-    from transferlab.data import load_dataset
+    from transferlab.data.datasets import load_dataset
     from transferlab.features import extract
+    from transferlab.models.registry import create_backbone
 
     bb = create_backbone(a.backbone)
     ds = load_dataset(a.data)

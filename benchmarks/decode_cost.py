@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from transferlab.backbones import create_backbone
-from transferlab.pipeline import decode_array
+from transferlab.data.loader import decode_array
+from transferlab.models.registry import create_backbone
 
 
 def main() -> None:

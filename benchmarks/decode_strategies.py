@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transferlab.backbones import create_backbone
-from transferlab.bench import list_images, tile
-from transferlab.pipeline import FeatureRunner, decode_array, iter_batches
+from transferlab.apps.bench import list_images, tile
+from transferlab.data.loader import decode_array, iter_batches
+from transferlab.models.registry import create_backbone
+from transferlab.runtime.runner import FeatureRunner
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "petimages"
 

@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--skip-plain", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    from transferlab.dream import dream
+    from transferlab.explain.dream import dream
 
     a.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []

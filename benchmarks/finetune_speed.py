@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from transferlab.train import train
+from transferlab.training.api import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "oxford-pets-subset"
 

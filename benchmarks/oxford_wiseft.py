@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transferlab.backbones import create_backbone
-from transferlab.data import load_dataset
+from transferlab.data.datasets import load_dataset
 from transferlab.features import extract
+from transferlab.models.registry import create_backbone
 from transferlab.run import load_run
-from transferlab.train import TRAINERS
+from transferlab.training.api import TRAINERS
+from transferlab.training.job import Job
+from transferlab.training.options import LinearOptions, RunOptions
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "oxford-pets-subset"
 
@@ -35,7 +37,8 @@ def main() -> None:
     for path in a.runs:
         run = load_run(path)
         bb = create_backbone(run.backbone.name, input_size=run.data_config.input_size)
-        probe = TRAINERS["linear"](bb, *tr.train_val_split(0.0, 0), seed=0, progress=False).head
+        t, v = tr.train_val_split(0.0, 0)
+        probe = TRAINERS["linear"](Job(bb, t, v, RunOptions(seed=0), LinearOptions(), path, progress=False)).head
         start = {**{f"trunk.{k}": v for k, v in bb.model.trunk.state_dict().items()},
                  **{f"head.{k}": v for k, v in probe.state_dict().items()}}
         tuned = run.model.state_dict()

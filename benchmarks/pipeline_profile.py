@@ -11,9 +11,10 @@ import argparse
 import time
 from pathlib import Path
 
-from transferlab.backbones import create_backbone
-from transferlab.bench import forward_limit, list_images, predecoded_batches
-from transferlab.pipeline import FeatureRunner, iter_batches
+from transferlab.apps.bench import forward_limit, list_images, predecoded_batches
+from transferlab.data.loader import iter_batches
+from transferlab.models.registry import create_backbone
+from transferlab.runtime.runner import FeatureRunner
 
 
 def main() -> None:
@@ -26,7 +27,8 @@ def main() -> None:
     bb = create_backbone("efficientnet_lite0")
     dc = bb.data_config
     run = FeatureRunner(bb.model, "cpu", compile=not a.no_compile, batch_size=32)
-    batches = predecoded_batches(run, paths, dc, 256)
+    batches = predecoded_batches(paths, dc, 256, run.batch_size, run.device)
+    run(batches[0])  # warm-up (and compile)
     for k in range(a.chunks):
         m, dt = forward_limit(run, batches, 512)
         chunk = paths[k * 1024:(k + 1) * 1024]

@@ -76,7 +76,7 @@ def small_pets(tmp_path_factory, petimages) -> Path:
 @pytest.fixture(scope="session")
 def small_pets_run(tmp_path_factory, small_pets) -> Path:
     """A linear run trained on ``small_pets`` (efficientnet_lite0), shared by several tests."""
-    from transferlab.train import train
+    from transferlab.training.api import train
 
     out = tmp_path_factory.mktemp("runs") / "pets-linear"
     train(small_pets, backbone="efficientnet_lite0", mode="linear", out=out, progress=False)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from tests._helpers import run_cli as _cli
-from transferlab.attack import (
+from transferlab.attack.methods import (
     AttackSpec,
     _Net,
     fgsm,
@@ -21,8 +21,8 @@ from transferlab.attack import (
     quantize,
     run_attack,
 )
+from transferlab.data.loader import load_image
 from transferlab.errors import TransferlabError
-from transferlab.pipeline import load_image
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def lite0():
 @pytest.fixture(scope="module")
 def photos(sample_images, petimages) -> torch.Tensor:
     """Four real photos as preprocessed 224x224 inputs: chelsea, coffee, a cat, a dog."""
-    from transferlab.backbones import create_backbone
+    from transferlab.models.registry import create_backbone
 
     dc = create_backbone("efficientnet_lite0").data_config
     files = [sample_images["chelsea"], sample_images["coffee"], petimages / "Cat" / "1.jpg",
@@ -116,7 +116,7 @@ def test_attack_cli_saved_png_is_what_classify_sees(sample_images, tmp_path, mon
     # Lossless 8-bit PNG at the model's input size, within the budget of the preprocessed input.
     im = Image.open(png)
     assert im.format == "PNG" and im.mode == "RGB" and im.size == (224, 224)
-    from transferlab.backbones import create_backbone
+    from transferlab.models.registry import create_backbone
 
     x = load_image(sample_images["chelsea"], create_backbone("efficientnet_lite0").data_config)
     adv = torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255

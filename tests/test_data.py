@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferlab.data import load_dataset
+from transferlab.data.datasets import load_dataset
+from transferlab.data.images import BadImage, load_rgb
 from transferlab.errors import DataError
-from transferlab.images import BadImage, load_rgb
 
 
 def _digest_tree(root):
@@ -119,7 +119,7 @@ def test_missing_and_empty_data(tmp_path):
 
 def test_training_skips_bad_files_and_never_modifies_data(tmp_path, petimages, sample_images):
     """The issue's acceptance case: zero-byte, truncated, text-as-.jpg skipped; CMYK used."""
-    from transferlab.train import train
+    from transferlab.training.api import train
 
     root = tmp_path / "data"
     for cls in ("Cat", "Dog"):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from transferlab import features as F
-from transferlab.backbones import create_backbone
-from transferlab.images import load_rgb
+from transferlab.data.images import load_rgb
+from transferlab.models.registry import create_backbone
 
 
 def _paths(petimages, n):

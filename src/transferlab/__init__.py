@@ -5,38 +5,52 @@
     run.evaluate("more-photos/", out="runs/pets/eval")
     run.predict(["new.jpg"], top_k=3)
     tl.load("efficientnet_lite0").predict(["cat.jpg"])   # a bare backbone = its ImageNet head
+
+The package is laid out as the pipeline (lowest layer first; a module imports only from its own
+layer or lower, checked by ``tests/test_layers.py``): ``errors``/``_io``/``progress`` ->
+``data`` -> ``models`` -> ``runtime`` -> ``features`` -> ``report`` -> ``evaluate`` -> ``run``
+-> ``train`` -> ``explain``/``attack`` -> ``export`` -> ``apps``.
+
+Names below are imported on first use (PEP 562), so ``import transferlab`` (and the CLI's
+``--help``) does not pay for torch, timm or scikit-learn.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from .backbones import (
-    Backbone,
-    DataConfig,
-    ImageClassifier,
-    create_backbone,
-    list_backbones,
-    load_backbone,
-    register_backbone,
-)
-from .data import ImageDataset, load_dataset
-from .errors import TransferlabError
-from .features import extract
-from .run import Run, load
-from .train import train
+_LAZY = {
+    "Backbone": "transferlab.models.classifier",
+    "ImageClassifier": "transferlab.models.classifier",
+    "DataConfig": "transferlab.data.geometry",
+    "create_backbone": "transferlab.models.registry",
+    "list_backbones": "transferlab.models.registry",
+    "load_backbone": "transferlab.models.registry",
+    "register_backbone": "transferlab.models.registry",
+    "ImageDataset": "transferlab.data.datasets",
+    "load_dataset": "transferlab.data.datasets",
+    "TransferlabError": "transferlab.errors",
+    "extract": "transferlab.features",
+    "Run": "transferlab.run",
+    "load": "transferlab.run",
+    "train": "transferlab.training.api",
+    "LinearOptions": "transferlab.training.options",
+    "HeadOptions": "transferlab.training.options",
+    "FinetuneOptions": "transferlab.training.options",
+}
 
-__all__ = [
-    "Backbone",
-    "DataConfig",
-    "ImageClassifier",
-    "ImageDataset",
-    "Run",
-    "TransferlabError",
-    "create_backbone",
-    "extract",
-    "list_backbones",
-    "load",
-    "load_backbone",
-    "load_dataset",
-    "register_backbone",
-    "train",
-]
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # next time a plain attribute
+        return value
+    raise AttributeError(f"module 'transferlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -33,3 +33,12 @@ class UnknownClass(TransferlabError):
 
 class FetchError(TransferlabError):
     """A dataset download failed (offline, bad checksum, unsafe archive)."""
+
+
+class OutputError(TransferlabError):
+    """An output path cannot be used: inside a DATA folder, not writable, or an existing run
+    that ``--overwrite`` was not given for."""
+
+
+class SettingError(TransferlabError):
+    """A ``TRANSFERLAB_*`` environment variable has a value we cannot use."""

@@ -2,16 +2,20 @@
 
 Cache layout: ``<cache>/features/<backbone.key>-<precision>/shard-*.safetensors``. Each shard
 holds the features of up to ``SHARD`` images and, in its metadata, the identity keys of those
-images (path + size + mtime) and of the files that failed to decode. Shards are written atomically,
-so a killed extraction loses at most the shard in progress, and a re-run extracts only what no
-shard has yet. Features stream to disk shard by shard: memory stays flat however large the set.
+images (path, size, mtime, inode and ctime: see :func:`file_key`) and of the files that failed to
+decode. Shards are written atomically and durably, every ``SHARD`` images and at least every
+``TRANSFERLAB_FLUSH_SECONDS`` (30 s), so a killed extraction loses at most the last half minute
+of work, and a re-run extracts only what no shard has yet. Features stream to disk shard by
+shard: memory stays flat however large the set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,19 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import progress as _progress
 from ._io import save_safetensors
-from .backbones import Backbone, ImageClassifier
-from .pipeline import (
-    FeatureRunner,
-    compile_default,
-    default_device,
-    engine_default,
-    precision_tag,
-    run_features,
-)
+from .errors import SettingError
+from .models.classifier import Backbone, ImageClassifier
+from .progress import resolve
+from .runtime.device import compile_default, default_device, precision_tag
+from .runtime.engine import engine_default
+from .runtime.runner import FeatureRunner, run_features
 
 SHARD = 1024
+FLUSH_ENV = "TRANSFERLAB_FLUSH_SECONDS"
 # Fewer images than this run in torch even where onnxruntime is the engine: exporting the model
 # costs ~6 s once, which only pays off over a few hundred images (24 vs 150 img/s, issue 5).
 ONNX_MIN_IMAGES = 256
@@ -56,14 +57,31 @@ class Features:
 
 
 def file_key(path: str | Path) -> str:
-    """Identity of a file's content as far as cheap metadata tells: path, size, mtime."""
+    """Identity of a file's content as far as cheap metadata tells: path, size, mtime, inode and
+    ctime. mtime alone can be set back (``touch -r``, ``cp -p``, rsync) after the bytes changed;
+    ctime cannot be set by a user and changes with every write, and a file replaced by a rename
+    gets a new inode, so a replaced image is never served its predecessor's features."""
     p = Path(path)
     try:
         st = p.stat()
-        raw = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        raw = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}"
     except OSError:
         raw = f"{p.absolute()}|missing"
     return hashlib.sha1(raw.encode()).hexdigest()
+
+
+def flush_seconds() -> float:
+    """``TRANSFERLAB_FLUSH_SECONDS`` (default 30): the most extraction work a kill can lose."""
+    raw = os.environ.get(FLUSH_ENV, "").strip()
+    if not raw:
+        return 30.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise SettingError(f"{FLUSH_ENV}={raw!r}: give a number of seconds > 0")
+    return value
 
 
 class FeatureCache:
@@ -124,7 +142,7 @@ def extract(
     batch_size: int = 64,
     workers: int | None = None,
     device: torch.device | str | None = None,
-    progress: bool = True,
+    progress=True,
     description: str = "features",
 ) -> Features:
     """Pooled features for ``paths``. ``model`` defaults to the backbone's own network; the cache
@@ -134,7 +152,7 @@ def extract(
     cache = cache and model.trunk is backbone.model.trunk
     paths = [str(p) for p in paths]
     keys = [file_key(p) for p in paths]
-    engine = engine_default(device)
+    engine = engine_default(device, backbone, measure=len(paths) >= ONNX_MIN_IMAGES)  # timed once per machine
     where = cache_root() / "features" / f"{backbone.key}-{precision_tag(device, engine)}"
     store = FeatureCache(where) if cache else None
 
@@ -147,32 +165,14 @@ def extract(
                 and not _has_runner(model, device, batch_size, engine)):
             engine = "torch"  # a small job: not worth the export (same fp32 features, same cache)
         run = _runner(model, device, batch_size, engine)
-        todo_paths = [paths[i] for i in todo]
-        pend_keys: list[str] = []
-        pend_feats: list[np.ndarray] = []
-        pend_bad: dict[str, str] = {}
-
-        def flush():
-            if store and (pend_keys or pend_bad):
-                store.put(list(pend_keys), np.concatenate(pend_feats) if pend_feats else
-                          np.zeros((0, backbone.feature_dim), np.float32), dict(pend_bad))
-            pend_keys.clear(), pend_feats.clear(), pend_bad.clear()
-
-        show = progress and _progress.enabled()
-        with _progress.bar(description, len(todo) if show else None) as advance:
-            for batch, f in run_features(todo_paths, backbone.data_config, run, workers):
-                for j, why in batch.failed:
-                    bad[keys[todo[j]]] = why
-                    pend_bad[keys[todo[j]]] = why
-                if batch.indices:
-                    bkeys = [keys[todo[j]] for j in batch.indices]
-                    have.update(zip(bkeys, f, strict=True))
-                    pend_keys.extend(bkeys)
-                    pend_feats.append(f)
-                if sum(len(x) for x in pend_feats) >= SHARD:
-                    flush()
+        with resolve(progress)(description, len(todo)) as advance, _Pending(store, backbone.feature_dim) as pending:
+            for batch, f in run_features([paths[i] for i in todo], backbone.data_config, run, workers):
+                failed = {keys[todo[j]]: why for j, why in batch.failed}
+                bkeys = [keys[todo[j]] for j in batch.indices]
+                bad.update(failed)
+                have.update(zip(bkeys, f, strict=True))
+                pending.add(bkeys, f, failed)
                 advance(len(batch.indices) + len(batch.failed))
-            flush()
         model.to("cpu")
 
     ok = np.array([k in have for k in keys], dtype=bool)
@@ -183,6 +183,46 @@ def extract(
     )
     skipped = [(p, bad.get(k, "unreadable")) for p, k in zip(paths, keys, strict=True) if k not in have]
     return Features(feats, ok, skipped, extracted=len(todo))
+
+
+class _Pending:
+    """Features (and failures) not yet in a shard; written once a shard's worth has gathered or
+    ``flush_seconds`` have passed since the last write, whichever comes first."""
+
+    def __init__(self, store: FeatureCache | None, dim: int):
+        self.store, self.dim = store, dim
+        self.keys: list[str] = []
+        self.feats: list[np.ndarray] = []
+        self.bad: dict[str, str] = {}
+        self.every = flush_seconds() if store else 0.0
+        self.last = time.monotonic()
+
+    def add(self, keys: list[str], feats: np.ndarray, bad: dict[str, str]) -> None:
+        if keys:
+            self.keys.extend(keys)
+            self.feats.append(feats)
+        self.bad.update(bad)
+        if len(self.keys) >= SHARD or time.monotonic() - self.last >= self.every:
+            self.flush()
+
+    def __enter__(self) -> _Pending:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        """Write what is left: at the end, and on Ctrl-C or an error too (every feature held
+        here is complete), without letting a failing write hide the original error."""
+        if kind is None:
+            self.flush()
+            return
+        with contextlib.suppress(Exception):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.store and (self.keys or self.bad):
+            feats = np.concatenate(self.feats) if self.feats else np.zeros((0, self.dim), np.float32)
+            self.store.put(list(self.keys), feats, dict(self.bad))
+        self.keys, self.feats, self.bad = [], [], {}
+        self.last = time.monotonic()
 
 
 _RUNNERS: dict[tuple, FeatureRunner] = {}
@@ -209,3 +249,51 @@ def _runner(model: ImageClassifier, device: torch.device, batch_size: int, engin
     else:
         model.to(device)
     return run
+
+
+@torch.no_grad()
+def extract_arrays(backbone: Backbone, images: Sequence[np.ndarray], *, model: ImageClassifier | None = None,
+                   batch_size: int = 64, device: torch.device | str | None = None) -> np.ndarray:
+    """Pooled features [n, d] of in-memory images already at the model's input size (uint8
+    [S, S, 3], e.g. from :meth:`DataConfig.resize_crop_array`), run exactly like files are."""
+    model = model or backbone.model
+    device = torch.device(device) if device else default_device()
+    engine = engine_default(device, backbone, measure=False)  # a verdict if one exists; never times here
+    if engine == "onnxruntime" and not _has_runner(model, device, batch_size, engine):
+        engine = "torch"  # a handful of images: not worth an export (same fp32 features)
+    run = _runner(model, device, batch_size, engine)
+    out = []
+    for s in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.stack(images[s:s + batch_size])).permute(0, 3, 1, 2)  # channels_last view
+        out.append(run(batch).numpy())
+    model.to("cpu")
+    return np.concatenate(out) if out else np.zeros((0, backbone.feature_dim), np.float32)
+
+
+def extract_view(backbone: Backbone, paths: Sequence[str | Path], *, flip: bool | None = None,
+                 description: str = "features", **kw) -> Features:
+    """:func:`extract` for a feature view (:mod:`transferlab.models.ensemble`: an ensemble,
+    per-member normalisation, flip averaging) through the per-member cache: each member runs at
+    its own preprocessing, so a view reuses every feature its members have cached; mirrored
+    images are cached under their own key. ``flip``: None = the view's own (averaged with the
+    mirror when the view says ``flip``), False = the plain images only, True = the mirrored ones
+    only (the extra rows of feature augmentation). A plain backbone gives :func:`extract`'s result.
+    """
+    from .models.ensemble import combine_features, mirrored, view_members, view_spec
+
+    if flip is None and view_spec(backbone).flip:
+        a, b = (extract_view(backbone, paths, flip=f, description=description, **kw) for f in (False, True))
+        ok = a.ok & b.ok
+        feats = (a.features[ok[a.ok]] + b.features[ok[b.ok]]) / 2
+        return Features(feats, ok, a.skipped, extracted=a.extracted + b.extracted)
+    members = view_members(backbone)
+    parts = [extract(mirrored(m) if flip else m, paths, **kw,
+                     description=description if len(members) == 1 and not flip
+                     else f"{description} {m.name}{' mirrored' if flip else ''}") for m in members]
+    ok = np.logical_and.reduce([p.ok for p in parts])
+    skipped: dict[str, str] = {}
+    for p in parts:
+        for path, why in p.skipped:
+            skipped.setdefault(path, why)
+    feats = combine_features(backbone, [p.features[ok[p.ok]] for p in parts])
+    return Features(feats, ok, list(skipped.items()), extracted=sum(p.extracted for p in parts))

@@ -1,24 +1,35 @@
-"""One progress bar helper for every long loop: rich on a terminal, silent otherwise."""
+"""The one progress convention: every long loop takes ``progress=`` and asks :func:`resolve` for
+a *bar factory*.
+
+A bar factory is ``bar(description, total)`` -> a context manager yielding
+``advance(n=1, info=None)``. ``progress`` may be
+
+- ``True``: a rich bar on stderr when stderr is a terminal, nothing otherwise (the default);
+- ``False`` / ``None``: nothing;
+- a bar factory of your own (a GUI, a logger, a test recording the calls).
+
+Library code never prints otherwise; there is no module-level switch.
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
-QUIET = False  # set by the CLI's --quiet
-
-
-def enabled() -> bool:
-    return not QUIET and sys.stderr.isatty()
+Advance = Callable[..., None]
+Bar = Callable[[str, int | None], AbstractContextManager[Advance]]
 
 
 @contextmanager
-def bar(description: str, total: int | None):
-    """Yields ``advance(n=1, **fields)``; a no-op when progress is off."""
-    if not enabled():
-        yield lambda n=1, **kw: None
-        return
+def null_bar(description: str, total: int | None):
+    """Progress off."""
+    yield lambda n=1, **kw: None
+
+
+@contextmanager
+def rich_bar(description: str, total: int | None):
+    """A rich progress bar on stderr (elapsed, remaining, and an ``info`` text column)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -46,10 +57,22 @@ def bar(description: str, total: int | None):
         yield advance
 
 
-def track(items: Iterable, description: str, total: int | None = None) -> Iterator:
+def resolve(progress) -> Bar:
+    """The bar factory ``progress`` means (see the module docstring)."""
+    if progress is None or progress is False:
+        return null_bar
+    if progress is True:
+        return rich_bar if sys.stderr.isatty() else null_bar
+    if callable(progress):
+        return progress
+    raise TypeError(f"progress must be True, False or a bar factory, not {type(progress).__name__}")
+
+
+def track(items: Iterable, description: str, progress=True, total: int | None = None) -> Iterator:
+    """Iterate ``items`` with a bar."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    with bar(description, total) as advance:
+    with resolve(progress)(description, total) as advance:
         for x in items:
             yield x
             advance()

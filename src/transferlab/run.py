@@ -4,7 +4,6 @@ figures). :func:`load` turns a run directory *or* a bare backbone name (its Imag
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbones import Backbone, DataConfig, ImageClassifier, create_backbone, resolve_class
-from .errors import RunError, TransferlabError
-from .heads import build_head
+from .data.geometry import DataConfig
+from .data.loader import as_image_list
+from .errors import ImageError, RunError, TransferlabError
+from .models.classifier import Backbone, ImageClassifier
+from .models.heads import build_head
+from .models.labels import resolve_class
+from .models.registry import create_backbone
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -31,6 +34,7 @@ class Run:
     config: dict = field(default_factory=dict)
     path: Path | None = None
     synonyms: list[list[str]] | None = None
+    metrics: dict = field(default_factory=dict)  # metrics.json of a trained run (empty for a backbone)
 
     @property
     def name(self) -> str:
@@ -41,23 +45,49 @@ class Run:
         return self.backbone.data_config
 
     def class_index(self, query: str) -> int:
-        """Index of a class by (fuzzy) name; see :func:`transferlab.backbones.resolve_class`."""
+        """Index of a class by (fuzzy) name; see :func:`transferlab.models.labels.resolve_class`."""
         return resolve_class(query, self.classes, self.synonyms)
 
     @torch.no_grad()
-    def predict_proba(self, images, batch_size: int = 64, progress: bool = False,
-                      cache: bool = False, tta: str | None = None) -> tuple[np.ndarray, list]:
-        """Class probabilities for image paths. Returns (probs [n_ok, k], skipped [(path, why)]).
-        ``cache``: reuse/store pooled features (only when the trunk is the pretrained one).
-        ``tta``: ``flip`` or ``flip+crops`` test-time augmentation (see :mod:`transferlab.tta`)."""
+    def predict_proba(self, images, batch_size: int = 64, progress=False, tta: str | None = None) -> np.ndarray:
+        """Class probabilities [n, k], one row per image, in order (like scikit-learn).
+
+        ``images``: file paths, PIL images or uint8 HxWx3 RGB arrays (mixed freely), or one of
+        them. A missing or unreadable file raises :class:`~transferlab.errors.ImageError`; use
+        :meth:`predict_proba_paths` to skip (and report) unreadable files instead.
+        ``tta``: ``flip`` or ``flip+crops`` test-time augmentation (:mod:`transferlab.evaluate.tta`)."""
+        from .data.loader import image_array, is_path
+
+        items = as_image_list(images)
+        if all(is_path(i) for i in items):
+            probs, skipped = self.predict_proba_paths(items, batch_size, progress=progress, tta=tta)
+            if skipped:
+                image_array(skipped[0][0], self.data_config)  # raises the ImageError that says why
+                raise ImageError(f"cannot read {skipped[0][0]}: {skipped[0][1]}")
+            return probs
+        if tta:
+            from .evaluate.tta import predict_proba_tta_arrays
+
+            return predict_proba_tta_arrays(self, items, tta, batch_size=batch_size)
+        from .features import extract_arrays
+
+        arrays = [image_array(i, self.data_config) for i in items]
+        feats = extract_arrays(self.backbone, arrays, model=self.model, batch_size=batch_size)
+        return self.model.head(torch.from_numpy(feats)).softmax(-1).numpy()
+
+    @torch.no_grad()
+    def predict_proba_paths(self, paths, batch_size: int = 64, *, progress=False, cache: bool = False,
+                            tta: str | None = None) -> tuple[np.ndarray, list[tuple[str, str]]]:
+        """The batch path for many files (evaluate, robustness): (probs [n_readable, k], skipped
+        [(path, why)]); unreadable files are skipped and reported, never raised.
+        ``cache``: reuse/store pooled features (only when the trunk is the pretrained one)."""
         from .features import extract
 
         if tta:
-            from .tta import predict_proba_tta
+            from .evaluate.tta import predict_proba_tta
 
-            return predict_proba_tta(self, images, tta, batch_size=batch_size, progress=progress)
-
-        feats = extract(self.backbone, images, model=self.model, cache=cache, progress=progress,
+            return predict_proba_tta(self, paths, tta, batch_size=batch_size, progress=progress)
+        feats = extract(self.backbone, paths, model=self.model, cache=cache, progress=progress,
                         batch_size=batch_size)
         logits = self.model.head(torch.from_numpy(feats.features))
         return logits.softmax(-1).numpy(), feats.skipped
@@ -66,14 +96,15 @@ class Run:
     def is_finetuned(self) -> bool:
         return self.config.get("mode") == "finetune"
 
-    def predict(self, images, top_k: int = 3) -> list[dict]:
-        """Top-k predictions per image: ``[{"path", "top": [(class, prob), ...]} | {"path", "error"}]``."""
-        from .predict import predict
+    def predict(self, images, top_k: int = 5, tta: str | None = None) -> list[dict]:
+        """Top-k predictions per image: ``[{"path", "top": [[class, prob], ...]} | {"path", "error"}]``
+        (paths, PIL images or uint8 HxWx3 arrays; an unreadable file gets an ``error`` entry)."""
+        from .evaluate.predict import predict
 
-        return predict(self, images, top_k=top_k)
+        return predict(self, images, top_k=top_k, tta=tta)
 
     def evaluate(self, data, split: str | None = None, out: str | Path | None = None, **kw) -> dict:
-        from .evaluate import evaluate
+        from .evaluate.evaluate import evaluate
 
         return evaluate(self, data, split=split, out=out, **kw)
 
@@ -126,7 +157,7 @@ def load_run(path: str | Path) -> Run:
         sd = load_file(str(w_file))
     except (SafetensorError, OSError) as e:
         raise RunError(f"unreadable {w_file}: {e}") from None
-    model = copy.deepcopy(bb.model) if any(k.startswith("trunk.") for k in sd) else ImageClassifier(
+    model = bb.model if any(k.startswith("trunk.") for k in sd) else ImageClassifier(
         bb.model.normalize, bb.model.trunk, torch.nn.Identity()
     )
     model.head = build_head(head_spec)
@@ -136,4 +167,8 @@ def load_run(path: str | Path) -> Run:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return Run(backbone=bb, model=model, classes=classes, config=cfg, path=path, synonyms=None)
+    try:
+        metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else {}
+    except ValueError:
+        metrics = {}
+    return Run(backbone=bb, model=model, classes=classes, config=cfg, path=path, synonyms=None, metrics=metrics)

@@ -1,0 +1,106 @@
+"""The FastAPI application: `create_app(settings)` builds it, `run_server(settings)` serves it.
+
+Pages are server-rendered (Jinja2, no front-end build); the JSON API under /api does the same
+things for scripts, with OpenAPI docs at /docs. Both go through :mod:`.service`.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from .guard import Guard
+from .service import InputError, Services
+from .settings import Settings
+from .storage import UploadRejected
+
+HERE = Path(__file__).parent
+log = logging.getLogger("transferlab.serve")
+
+
+def create_app(settings: Settings, predictor=None) -> FastAPI:
+    """The app for ``settings``. ``predictor`` defaults to ``load_predictor(settings.model)``;
+    tests pass one in to share a loaded model between apps."""
+    svc = Services(settings, predictor)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        svc.startup()
+        yield
+        svc.close()
+
+    app = FastAPI(title="transferlab shelter catalog", version="1", lifespan=lifespan,
+                  description="Identify a pet's breed from a photo and keep the shelter's catalog.")
+    app.state.svc = svc
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    from . import api, pages
+
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    _error_handlers(app)
+    app.add_middleware(Guard, max_body=settings.max_upload_bytes + 64 * 1024)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
+    return app
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api") or request.url.path in ("/docs", "/openapi.json")
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every refusal is a 4xx with a sentence: JSON ``{"detail": ...}`` under /api, the upload
+    page with the message everywhere else."""
+    from .pages import error_page
+
+    async def refused(request: Request, e: InputError | UploadRejected):
+        if _wants_json(request):
+            return JSONResponse({"detail": e.message}, status_code=e.status)
+        return error_page(request, e.status, e.message)
+
+    async def http_error(request: Request, e: HTTPException):
+        if e.status_code == 413:
+            e = HTTPException(413, _too_large(request))
+        if _wants_json(request):
+            return await http_exception_handler(request, e)
+        return error_page(request, e.status_code, str(e.detail))
+
+    async def invalid(request: Request, e: RequestValidationError):
+        if _wants_json(request):
+            return await request_validation_exception_handler(request, e)
+        return error_page(request, 422, _validation_message(e))
+
+    app.add_exception_handler(InputError, refused)
+    app.add_exception_handler(UploadRejected, refused)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+
+
+def _too_large(request: Request) -> str:
+    mb = request.app.state.svc.settings.max_upload_mb
+    return f"the file is larger than {mb:g} MB"
+
+
+def _validation_message(e: RequestValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        field = ".".join(str(x) for x in err.get("loc", ())[1:]) or "request"
+        parts.append(f"{field}: {'missing' if err.get('type') == 'missing' else err.get('msg')}")
+    return "; ".join(parts)
+
+
+def run_server(settings: Settings) -> None:
+    """Serve until interrupted (blocking). Binds ``settings.host`` (127.0.0.1 by default)."""
+    import uvicorn
+
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                proxy_headers=False, server_header=False)

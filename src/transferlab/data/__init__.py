@@ -1,0 +1,1 @@
+"""Layer 1: files -> pixels (image decoding, datasets, preprocessing geometry, batch loader, fetch)."""

@@ -1,0 +1,174 @@
+"""``review RUN DATA``: photos whose label looks wrong, found by confident learning.
+
+Confident learning (Northcutt, Jiang & Chuang, JAIR 2021; the ``cleanlab`` library), written out
+here in a few lines instead of adding cleanlab + pandas as dependencies:
+
+1. out-of-sample probabilities: k-fold cross-validated logistic regression on the run backbone's
+   cached features (every photo is scored by a model that never saw it);
+2. per-class thresholds t_j = the mean probability of class j over the photos labelled j (the
+   class's "self-confidence");
+3. a photo's *confident label* is the class with the highest probability among those whose
+   probability reaches their threshold; the *confident joint* counts (given, confident) pairs;
+4. its off-diagonal entries are the suspects (cleanlab's ``filter_by="confident_learning"``),
+   ranked by the normalised margin p(given) - max p(other) (most negative first: another class
+   is confidently preferred).
+
+The result is a ranked list (JSON and CSV) and a contact sheet of the top suspects, for a person to
+check: nothing is relabelled or moved (data is never modified).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._io import atomic_write, check_writable, ensure_outside, write_json
+from ..data.datasets import ImageDataset, load_dataset
+from ..errors import DataError, TransferlabError
+
+
+@dataclass
+class ReviewOptions:
+    """How suspects are found: ``folds`` for the out-of-sample probabilities, ``c`` the logistic
+    regression's inverse regularisation (None: the run's own C, else 1), ``top`` photos on the
+    contact sheet. ``split``/``format``/``label`` read DATA (default: every listed image)."""
+
+    folds: int = 5
+    c: float | None = None
+    seed: int = 0
+    top: int = 24
+    split: str | None = None
+    format: str = "auto"
+    label: str | None = None
+
+    def validate(self) -> ReviewOptions:
+        if int(self.folds) < 2:
+            raise TransferlabError(f"--folds must be >= 2, not {self.folds}")
+        if self.c is not None and not float(self.c) > 0:
+            raise TransferlabError(f"--c must be > 0, not {self.c}")
+        if int(self.top) < 0:
+            raise TransferlabError(f"--top must be >= 0, not {self.top}")
+        return self
+
+
+def confident_joint(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(joint [k, k] counts of (given, confident label), confident label per photo (-1: none
+    above threshold), per-class thresholds)."""
+    k = probs.shape[1]
+    thresholds = np.array([probs[y == j, j].mean() if (y == j).any() else 1.0 for j in range(k)])
+    above = probs >= thresholds[None, :] - 1e-12
+    confident = np.where(above, probs, -1.0).argmax(1)
+    confident[~above.any(1)] = -1
+    has = confident >= 0
+    joint = np.zeros((k, k), np.int64)
+    np.add.at(joint, (y[has], confident[has]), 1)
+    return joint, confident, thresholds
+
+
+def label_issues(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(suspect indices ranked most suspect first, their suggested labels, their margins)."""
+    _, confident, _ = confident_joint(probs, y)
+    rows = np.arange(len(y))
+    other = probs.copy()
+    other[rows, y] = -np.inf
+    margin = probs[rows, y] - other.max(1)
+    idx = np.flatnonzero((confident >= 0) & (confident != y))
+    order = idx[np.lexsort((probs[idx, y[idx]], margin[idx]))]  # margin, then self-confidence
+    return order, confident[order], margin[order]
+
+
+def cross_val_probs(x: np.ndarray, y: np.ndarray, folds: int, c: float, seed: int) -> np.ndarray:
+    """Out-of-fold class probabilities [n, k] of StandardScaler + LogisticRegression."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    counts = np.bincount(y)
+    folds = int(min(folds, counts[counts > 0].min()))
+    if folds < 2:
+        raise DataError("every class needs at least 2 readable photos to be reviewed")
+    est = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    p = cross_val_predict(est, x, y, cv=cv, method="predict_proba")
+    out = np.zeros((len(y), len(counts)), np.float64)
+    out[:, np.flatnonzero(counts)] = p  # a class with no photo is never predicted
+    return out
+
+
+def review(run, data, out: str | Path | None = None, options: ReviewOptions | None = None, *,
+           progress=True) -> dict:
+    """Suspected label errors in ``data`` with ``run``'s backbone (its features; the run's head is
+    not used: every photo is scored out of sample). With ``out``: review.json, review.csv and
+    contact_sheet.png there. Returns the summary and the ranked ``suspects``."""
+    o = (options or ReviewOptions()).validate()
+    if out is not None:
+        ensure_outside(out, data.root if isinstance(data, ImageDataset) else data)
+        check_writable(out)
+    ds = data if isinstance(data, ImageDataset) else _dataset(run, data, o)
+    x, ok, skipped = _features(run, ds, progress)
+    y, paths = ds.labels[ok], [p for p, keep in zip(ds.paths, ok, strict=True) if keep]
+    c = float(o.c or run.config.get("train", {}).get("C") or 1.0)
+    probs = cross_val_probs(x, y, o.folds, c, o.seed)
+    order, suggested, margin = label_issues(probs, y)
+    suspects = [{"rank": r + 1, "path": paths[i], "given": ds.classes[y[i]], "suggested": ds.classes[s],
+                 "score": float(m), "p_given": float(probs[i, y[i]]), "p_suggested": float(probs[i, s])}
+                for r, (i, s, m) in enumerate(zip(order, suggested, margin, strict=True))]
+    result = {"run": run.name, "data": ds.root, "split": ds.split, "images": int(ok.sum()),
+              "classes": ds.classes, "suspects_found": len(suspects),
+              "cv_accuracy": float((probs.argmax(1) == y).mean()),
+              "C": c, "method": "confident learning (off-diagonal confident joint), ranked by p(given) - max p(other)",
+              "options": asdict(o), "skipped": len(skipped),
+              "skipped_files": [{"path": p, "reason": r} for p, r in skipped], "suspects": suspects}
+    if out is not None:
+        result["files"] = _write(Path(out), result, run, o.top)
+    return result
+
+
+def _dataset(run, data, o: ReviewOptions) -> ImageDataset:
+    label = o.label or ("species" if [c.lower() for c in run.classes] == ["cat", "dog"] else "breed")
+    return load_dataset(data, format=o.format, label=label, split=o.split)
+
+
+def _features(run, ds: ImageDataset, progress) -> tuple[np.ndarray, np.ndarray, list]:
+    """Pooled features of every photo: the cached (view-aware) path for a frozen backbone, the
+    run's own trunk (uncached) for a fine-tuned run."""
+    from ..features import extract, extract_view
+
+    if run.model.trunk is run.backbone.model.trunk:
+        f = extract_view(run.backbone, ds.paths, progress=progress, description="features (review)")
+    else:
+        f = extract(run.backbone, ds.paths, model=run.model, cache=False, progress=progress,
+                    description="features (review)")
+    return f.features, f.ok, f.skipped
+
+
+def _write(out: Path, result: dict, run, top: int) -> list[str]:
+    from ..report.figures import contact_sheet_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    cols = ["rank", "path", "given", "suggested", "score", "p_given", "p_suggested"]
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    w.writerows(result["suspects"])
+    text = buf.getvalue()
+    atomic_write(out / "review.csv", lambda p: p.write_text(text, encoding="utf-8"))
+    sheet = contact_sheet_figure(result["suspects"][:top], out / "contact_sheet.png", _sheet_config(run),
+                                 title=f"Top {min(top, len(result['suspects']))} suspected label errors "
+                                       f"of {result['suspects_found']} (score = p(given) - max p(other))")
+    files = [str(out / "review.json"), str(out / "review.csv"), str(sheet)]
+    write_json(out / "review.json", {**result, "files": files})
+    return files
+
+
+def _sheet_config(run):
+    """Thumbnails at 224 px whatever the model's input size (a 24-photo sheet stays small)."""
+    from ..data.geometry import DataConfig
+
+    dc = run.data_config
+    return DataConfig.from_crop_pct(224, dc.input_size / dc.resize_size, interpolation="bilinear")

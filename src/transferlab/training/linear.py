@@ -1,0 +1,124 @@
+"""Mode ``linear``: multinomial logistic regression on cached pooled features, C chosen on the
+validation split (or by k-fold CV without one), folded into one ``nn.Linear`` over raw features."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.datasets import ImageDataset
+from ..errors import DataError
+from ..features import extract
+from ..models.classifier import Backbone
+from .job import Fitted, Job
+
+# ----------------------------------------------------------------------------------------------
+# mode "linear": multinomial logistic regression on pooled features
+# ----------------------------------------------------------------------------------------------
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+def features_for(bb: Backbone, ds: ImageDataset, progress: bool, description: str):
+    f = extract(bb, ds.paths, progress=progress, description=description)
+    return f.features, ds.labels[f.ok], f.ok, f.skipped
+
+
+def _fit_logreg(x: np.ndarray, y: np.ndarray, c: float, seed: int):
+    return _fit_logreg_estimator(c, seed).fit(x, y)
+
+
+def _to_linear(clf, k: int) -> nn.Linear:
+    """Fold StandardScaler + LogisticRegression into one nn.Linear over raw features."""
+    scaler, lr = clf[0], clf[-1]
+    w = lr.coef_ / scaler.scale_[None, :]
+    b = lr.intercept_ - (lr.coef_ * (scaler.mean_ / scaler.scale_)[None, :]).sum(1)
+    if w.shape[0] == 1:  # binary: softmax over [-z/2, z/2] equals sigmoid(z)
+        w = np.concatenate([-w / 2, w / 2])
+        b = np.concatenate([-b / 2, b / 2])
+    full_w = np.zeros((k, w.shape[1]), np.float32)
+    full_b = np.full(k, -1e4, np.float32)  # a class with no training image is never predicted
+    full_w[lr.classes_] = w
+    full_b[lr.classes_] = b
+    lin = nn.Linear(w.shape[1], k)
+    lin.weight.data = torch.from_numpy(full_w)
+    lin.bias.data = torch.from_numpy(full_b)
+    return lin
+
+
+def _val_path(xt, yt, xv, yv, seed: int) -> dict[float, float]:
+    """Validation accuracy along the C grid, warm-starting each fit from the previous solution
+    (a regularisation path), which cuts the solver's iterations several-fold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    sc = StandardScaler().fit(xt)
+    xt_s, xv_s = sc.transform(xt), sc.transform(xv)
+    lr = LogisticRegression(max_iter=2000, random_state=seed, warm_start=True)
+    scores = {}
+    for c in C_GRID:
+        lr.set_params(C=c)
+        scores[c] = float(lr.fit(xt_s, yt).score(xv_s, yv))
+    return scores
+
+
+def _cv_choose_c(x, y, seed: int) -> tuple[float, dict]:
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    folds = int(min(5, np.bincount(y).min()))
+    if folds < 2:
+        return 1.0, {}
+    scores = {}
+    for c in C_GRID:
+        cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        scores[c] = float(cross_val_score(_fit_logreg_estimator(c, seed), x, y, cv=cv).mean())
+    return max(scores, key=lambda c: (scores[c], -c)), scores
+
+
+def _fit_logreg_estimator(c: float, seed: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+
+
+def fit_linear_probe(xt: np.ndarray, yt: np.ndarray, xv: np.ndarray | None, yv: np.ndarray | None, k: int,
+                     seed: int = 0, c: float | None = None) -> tuple[torch.nn.Linear, float, dict]:
+    """Logistic regression on features as a torch head: (head, C, {C: score}). C is chosen on the
+    validation split, or by k-fold CV on the training features when there is none."""
+    scores: dict = {}
+    if c is None:
+        if xv is not None and len(yv):
+            scores = _val_path(xt, yt, xv, yv, seed)
+            c = max(scores, key=lambda cc: (scores[cc], -cc))
+        else:
+            c, scores = _cv_choose_c(xt, yt, seed)
+    return _to_linear(_fit_logreg(xt, yt, c, seed), k), c, scores
+
+
+def train_linear(job: Job) -> Fitted:
+    """Regularisation C chosen on the validation split (or by k-fold CV when there is none)."""
+    bb, tr, va, seed, progress, c = job.backbone, job.train, job.val, job.seed, job.progress, job.options.c
+    k = len(tr.classes)
+    xt, yt, _, sk_t = features_for(bb, tr, progress, "features (train)")
+    xv = yv = ok_v = None
+    sk_v: list = []
+    if len(va):
+        xv, yv, ok_v, sk_v = features_for(bb, va, progress, "features (val)")
+    if len(np.unique(yt)) < 2:
+        raise DataError("the training split has readable images of fewer than 2 classes")
+    head, c, scores = fit_linear_probe(xt, yt, xv, yv, k, seed, c)
+    with torch.no_grad():
+        train_acc = float((head(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
+        val_probs = head(torch.from_numpy(xv)).softmax(-1).numpy() if xv is not None else None
+    return Fitted(
+        head=head,
+        head_spec={"type": "linear", "in": bb.feature_dim, "out": k},
+        val_probs=val_probs,
+        val_ok=ok_v,
+        train_accuracy=train_acc,
+        skipped=sk_t + sk_v,
+        info={"C": c, "C_scores": {str(kk): v for kk, v in scores.items()},
+              "selection": "val" if xv is not None and len(va) else "cv"},
+    )

@@ -1,0 +1,225 @@
+"""One typed options object per training mode, validated once, here.
+
+The CLI and the Python API build these the same way (:func:`make_options`): every keyword is
+checked against the mode's fields, so a typo or an option of another mode is an error instead of
+being dropped. Errors are :class:`OptionError`, which names the parameter; the CLI prints it
+with its flag spelling (``--batch-size``), the Python API with the keyword (``batch_size``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, fields, replace
+from enum import Enum
+from pathlib import Path
+
+from ..errors import TransferlabError
+
+
+class Mode(str, Enum):
+    """Training modes, in the order the CLI lists them."""
+
+    linear = "linear"
+    head = "head"
+    finetune = "finetune"
+
+
+MODES = tuple(m.value for m in Mode)
+
+
+class Augment(str, Enum):
+    none = "none"
+    light = "light"
+    randaug = "randaug"
+
+
+class BatchNorm(str, Enum):
+    frozen = "frozen"
+    train = "train"
+
+
+class OptionError(TransferlabError, ValueError):
+    """A training option is unknown, misplaced or out of range.
+
+    ``problem`` may name other parameters as ``{name}`` fields; :meth:`render` spells every
+    parameter the caller's way (``batch_size`` for Python, ``--batch-size`` for the CLI)."""
+
+    def __init__(self, param: str, problem: str):
+        self.param, self.problem = param, problem
+        super().__init__(self.render(lambda name: name))
+
+    def render(self, spell) -> str:
+        names = set(re.findall(r"{(\w+)}", self.problem))
+        return f"{spell(self.param)} {self.problem.format(**{n: spell(n) for n in names})}"
+
+
+def _check(ok: bool, param: str, problem: str) -> None:
+    if not ok:
+        raise OptionError(param, problem)
+
+
+def _enum(value, enum: type[Enum], param: str) -> str:
+    allowed = [e.value for e in enum]
+    value = value.value if isinstance(value, Enum) else value
+    _check(value in allowed, param, f"must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+@dataclass
+class RunOptions:
+    """What every mode shares: which data, which backbone, which split."""
+
+    backbone: str = "efficientnet_lite0"
+    weights: str | Path | None = None
+    input_size: int | None = None
+    format: str = "auto"
+    label: str = "breed"
+    split: str | None = None
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    def validate(self) -> RunOptions:
+        _check(0 <= float(self.val_fraction) < 1, "val_fraction", "must be in [0, 1)")
+        _check(self.input_size is None or 32 <= int(self.input_size) <= 1024, "input_size",
+               f"must be between 32 and 1024 pixels, not {self.input_size}")
+        return self
+
+
+@dataclass
+class LinearOptions:
+    """Multinomial logistic regression on cached features; ``c`` None = chosen on validation."""
+
+    c: float | None = None
+
+    def validate(self) -> LinearOptions:
+        _check(self.c is None or float(self.c) > 0, "c", f"must be > 0, not {self.c}")
+        return self
+
+
+@dataclass
+class HeadOptions:
+    """MLP head on cached features, AdamW + one-cycle, early stopping on validation loss."""
+
+    epochs: int = 200
+    lr: float = 1e-3
+    batch_size: int = 64
+    # the MLP: features -> hidden (GELU, dropout) -> classes
+    hidden: int = 512
+    dropout: float = 0.5
+    weight_decay: float = 0.05
+    patience: int = 20
+    label_smoothing: float = 0.1
+
+    def validate(self) -> HeadOptions:
+        _common_checks(self)
+        _check(int(self.hidden) >= 1, "hidden", "must be >= 1")
+        _check(0 <= float(self.dropout) < 1, "dropout", "must be in [0, 1)")
+        return self
+
+
+@dataclass
+class FinetuneOptions:
+    """End-to-end fine-tuning (fastai's recipe): head warm-up on cached features, then the
+    unfrozen depth groups with discriminative learning rates; see :mod:`transferlab.training.finetune`."""
+
+    # optimisation: AdamW, one-cycle, discriminative rates, gradient clipping (None = off)
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 32
+    trunk_lr: float = 0.1
+    lr_mult: float = 100.0
+    clip: float | None = 1.0
+    pct_start: float = 0.25
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.1
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    resume: str | Path | None = None  # a run directory to continue from its last checkpoint
+    # what trains, and what the run keeps
+    unfreeze: str = "all"
+    bn: str = "frozen"
+    aug: str = "light"
+    head_epochs: int = 100
+    patience: int = 3
+    device: str | None = None
+    wise: float = 1.0
+    workers: int | None = None  # DataLoader processes (None: one spare core)
+
+    def validate(self) -> FinetuneOptions:
+        _common_checks(self)
+        parse_unfreeze(self.unfreeze, 1)
+        self.aug = _enum(self.aug, Augment, "aug")
+        self.bn = _enum(self.bn, BatchNorm, "bn")
+        for name in ("mixup", "cutmix"):
+            _check(float(getattr(self, name)) >= 0, name, "is a Beta(alpha, alpha) parameter and must be >= 0")
+        _check(0 < float(self.wise) <= 1, "wise", f"must be in (0, 1] (1 = the fine-tuned weights alone), "
+                                                  f"not {self.wise}")
+        _check(int(self.head_epochs) >= 0, "head_epochs", "must be >= 0")
+        _check(self.workers is None or int(self.workers) >= 0, "workers", "must be >= 0")
+        return self
+
+    def recipe(self) -> dict:
+        """The settings a resumed run must keep (everything but where and on what it runs)."""
+        skip = {"resume", "device", "workers"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+
+def _common_checks(o) -> None:
+    _check(int(o.epochs) >= 1, "epochs", "must be >= 1")
+    _check(int(o.batch_size) >= 1, "batch_size", "must be >= 1")
+    _check(float(o.lr) > 0 and math.isfinite(float(o.lr)), "lr", "must be > 0")
+    _check(0 <= float(o.label_smoothing) < 1, "label_smoothing", "must be in [0, 1)")
+    _check(int(o.patience) >= 1, "patience", "must be >= 1")
+
+
+OPTIONS: dict[str, type] = {"linear": LinearOptions, "head": HeadOptions, "finetune": FinetuneOptions}
+
+
+def check_mode(mode) -> str:
+    mode = mode.value if isinstance(mode, Enum) else mode
+    _check(mode in OPTIONS, "mode", f"must be one of {', '.join(MODES)}, not {mode!r}")
+    return mode
+
+
+def mode_of(options) -> str:
+    """The mode an options object belongs to."""
+    return next(m for m, c in OPTIONS.items() if isinstance(options, c))
+
+
+def _names(cls) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def make_options(mode: str, given: dict, options=None) -> tuple[RunOptions, object]:
+    """(RunOptions, the mode's options) from keywords (None values mean "the default") and an
+    optional ready-made options object; unknown or misplaced keywords raise :class:`OptionError`."""
+    mode = check_mode(mode)
+    cls = OPTIONS[mode]
+    given = {k: v for k, v in given.items() if v is not None}
+    run_kw = {k: given.pop(k) for k in list(given) if k in _names(RunOptions)}
+    for k in given:
+        if k not in _names(cls):
+            owners = [m for m, c in OPTIONS.items() if k in _names(c)]
+            if owners:
+                raise OptionError(k, f"applies to {{mode}} {' or '.join(owners)}, not {mode}")
+            raise OptionError(k, f"is not an option of {{mode}} {mode} (options: "
+                                 f"{', '.join(sorted(_names(cls) | _names(RunOptions)))})")
+    if options is not None and not isinstance(options, cls):
+        raise OptionError("options", f"must be a {cls.__name__} for {{mode}} {mode}, not {type(options).__name__}")
+    opts = replace(options, **given) if options is not None else cls(**given)
+    return RunOptions(**run_kw).validate(), opts.validate()
+
+
+def parse_unfreeze(spec: str, n_groups: int) -> tuple[int, bool]:
+    """``all`` | ``last:K`` | ``progressive`` -> (groups unfrozen at the start, progressive?)."""
+    spec = (spec or "all").strip().lower()
+    if spec == "all":
+        return n_groups, False
+    if spec == "progressive":
+        return 1, True
+    m = re.fullmatch(r"last:(\d+)", spec)
+    if m and int(m.group(1)) >= 1:
+        return min(int(m.group(1)), n_groups), False
+    raise OptionError("unfreeze", f"must be all, last:K (K >= 1) or progressive, not '{spec}'")
+
