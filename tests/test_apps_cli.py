@@ -20,8 +20,8 @@ def test_classify_json(sample_images):
     r = tl("classify", sample_images["chelsea"], sample_images["coffee"], "--top-k", "3", "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    assert res[0]["top"][0][0] in {"tabby", "tiger cat", "Egyptian cat"}
-    assert res[1]["top"][0][0] == "espresso" and res[1]["top"][0][1] > 0.9
+    assert res[0]["top"][0]["label"] in {"tabby", "tiger cat", "Egyptian cat"}
+    assert res[1]["top"][0]["label"] == "espresso" and res[1]["top"][0]["score"] > 0.9
 
 
 def test_backbones_json():
@@ -74,4 +74,4 @@ def test_train_evaluate_predict_cli(tmp_path, small_pets, heldout_pets_csv):
     assert json.loads(r.stdout)["accuracy"] >= 0.9 and (tmp_path / "ev" / "top_losses.png").exists()
     dog = heldout_pets_csv.read_text().splitlines()[-1].split(",")[0]
     r = tl("predict", run, dog, "--json")
-    assert r.returncode == 0 and json.loads(r.stdout)[0]["top"][0][0] == "Dog"
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["top"][0]["label"] == "Dog"

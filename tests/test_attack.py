@@ -125,7 +125,7 @@ def test_attack_cli_saved_png_is_what_classify_sees(sample_images, tmp_path, mon
     # The user's path: classify the saved file with the same backbone.
     code, out, err = _cli(["classify", png, "--json", "-k", "3"], monkeypatch, capsys)
     assert code == 0, err
-    assert json.loads(out)[0]["top"][0][0] == "golden retriever"
+    assert json.loads(out)[0]["top"][0]["label"] == "golden retriever"
 
 
 def test_failed_attack_is_reported_as_failure(sample_images, tmp_path, monkeypatch, capsys):

@@ -88,4 +88,4 @@ def test_attack_a_trained_run(catdog_run, petimages, tmp_path, monkeypatch, caps
     assert r["success"] is True and r["adversarial"]["class"] == "Cat"
     code, out, err = _cli(["predict", run.path, tmp_path / "d.png", "--json"], monkeypatch, capsys)
     if code == 0:  # `predict` is the lead's command; check the round trip when it exists
-        assert json.loads(out)[0]["top"][0][0] == "Cat"
+        assert json.loads(out)[0]["top"][0]["label"] == "Cat"

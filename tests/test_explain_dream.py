@@ -72,7 +72,7 @@ def test_plain_raises_target_and_reports_the_saved_png(lite0, tmp_path):
     assert again == pytest.approx(r.prob, abs=1e-6)
     # and `classify`'s pipeline (which may run in bf16) agrees
     got = lite0.predict([tmp_path / "p.png"], top_k=1)[0]["top"][0]
-    assert got[0] == "Siamese cat" and got[1] == pytest.approx(r.prob, abs=0.02)
+    assert got["label"] == "Siamese cat" and got["score"] == pytest.approx(r.prob, abs=0.02)
 
 
 def test_lucid_raises_target_checks_and_snapshots(tmp_path):

@@ -264,8 +264,8 @@ def test_bad_images_raise_image_error(pets_export, pets_run, tmp_path, petimages
             with pytest.raises(ImageError, match=why):
                 predictor.predict_proba([good, bad])
     results = load_exported(pets_export[0]).predict([good, text, good], top_k=1)
-    assert [list(r) for r in results] == [["path", "top"], ["path", "error"], ["path", "top"]]
-    assert results[1]["error"] == "not an image" and results[0]["top"][0][0] == "Cat"
+    assert [r["status"] for r in results] == ["ok", "error", "ok"]
+    assert results[1]["error"] == "not an image" and results[0]["top"][0]["label"] == "Cat"
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 180 x 180 is now a "bomb"
     with pytest.raises(ImageError, match="decompression bomb"):
         load_exported(pets_export[0]).analyze(good)

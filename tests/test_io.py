@@ -69,8 +69,9 @@ def test_crash_leftovers_are_cleaned_and_a_moved_aside_run_restored(tmp_path):
     aside.mkdir()
     (aside / "config.json").write_text("old")
     (tmp_path / f".run.new-{dead}-efgh5678").mkdir()  # crashed while writing the new run
-    mine = tmp_path / f".run.new-{os.getpid()}-live0000"  # a live writer's: left alone
+    mine = tmp_path / ".run.new-1-live0000"  # a live process's (pid 1 always runs): left alone
     mine.mkdir()
+    (tmp_path / f".run.new-{os.getpid()}-done0000").mkdir()  # this process's, no longer written: stale
     _io.clean_stale(final)
     assert (final / "config.json").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run", mine.name])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -36,3 +37,37 @@ def test_catalog_needs_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
     assert bundled_info("efficientnet_lite0").input_size == 224 and bundled_info("resnet50") is None
+
+
+def _cli(*args):
+    import os
+
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "transferlab", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_backbones_listing_builds_nothing():
+    """The listing comes from the static table: torch is never imported (it took 12 s building all four)."""
+    code = ("import sys; from transferlab.cli import main; sys.argv = ['transferlab', 'backbones', '--json']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules, file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stderr.strip().endswith("False"), r.stderr
+    assert "efficientnet_lite2" in r.stdout
+
+
+def test_backbones_name_prints_the_network_summary():
+    pytest.importorskip("torchinfo")
+    r = _cli("backbones", "efficientnet_lite0", "--depth", "2")
+    assert r.returncode == 0, r.stderr
+    assert "Conv2dSame (conv_stem)" in r.stdout and "[1, 32, 112, 112]" in r.stdout  # layer, output shape
+    assert "Total params: 4,652,008" in r.stdout and "Total mult-adds (M): 385" in r.stdout
+    j = _cli("backbones", "mobilenet_v2", "--depth", "1", "--json")
+    s = json.loads(j.stdout)
+    assert s["params"] == bundled_info("mobilenet_v2").params and s["input_size"] == 224
+    assert s["layers"][-1]["output_shape"] == [1, 1000] and s["mult_adds"] > 2e8
+
+
+def test_backbones_unknown_name_is_a_user_error():
+    r = _cli("backbones", "no_such_net")
+    assert r.returncode == 2 and "unknown backbone 'no_such_net'" in r.stderr and "Traceback" not in r.stderr

@@ -51,9 +51,9 @@ def test_evaluate_and_predict_on_heldout(tmp_path, small_pets_run, heldout_pets_
     # predict agrees with evaluate
     paths = [line.split(",")[0] for line in heldout_pets_csv.read_text().splitlines()[1:]]
     preds = run.predict(paths[:4] + paths[-4:], top_k=2)
-    assert [p["top"][0][0] for p in preds][:4].count("Cat") >= 3
-    assert [p["top"][0][0] for p in preds][4:].count("Dog") >= 3
-    assert all(abs(sum(pr for _, pr in p["top"]) - 1) < 1e-4 for p in preds)  # 2 classes: top-2 sums to 1
+    assert [p["top"][0]["label"] for p in preds][:4].count("Cat") >= 3
+    assert [p["top"][0]["label"] for p in preds][4:].count("Dog") >= 3
+    assert all(abs(sum(t["score"] for t in p["top"]) - 1) < 1e-4 for p in preds)  # 2 classes: top-2 sums to 1
 
 
 def test_evaluate_val_split_reproduces_training_metrics(small_pets_run, small_pets):

@@ -184,14 +184,18 @@ def _siblings(final: Path, kind: str) -> list[Path]:
     return sorted(final.parent.glob(pattern)) if final.parent.is_dir() else []
 
 
+_ACTIVE: set[str] = set()  # staging dirs this process is writing right now
+
+
 def _alive(p: Path) -> bool:
-    """Whether the process that made the temp sibling ``p`` is still running."""
+    """Whether the temp sibling ``p`` is still being written: by this process (an active
+    staging dir), or by another process that is still running."""
     try:
         pid = int(p.name.rsplit("-", 2)[-2])
     except (ValueError, IndexError):
         return False
     if pid == os.getpid():
-        return True
+        return str(p) in _ACTIVE
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -199,6 +203,14 @@ def _alive(p: Path) -> bool:
     except OSError:  # exists, owned by someone else
         return True
     return True
+
+
+def stale_stages(final: str | Path) -> list[Path]:
+    """Staging dirs next to ``final`` left by a writer that died (newest first): what a
+    killed fine-tune leaves, checkpoints included, for ``--resume``."""
+    final = Path(final)
+    dead = [p for p in _siblings(final, _NEW) if not _alive(p)]
+    return sorted(dead, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def clean_stale(final: str | Path) -> None:
@@ -255,18 +267,30 @@ def _fsync_tree(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def replace_dir(final: str | Path) -> Iterator[Path]:
+def replace_dir(final: str | Path, *, adopt: Path | None = None,
+                keep: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Stage a directory in a hidden temporary sibling and publish it at ``final`` in one rename
-    when the block succeeds; on an error the sibling is removed and ``final`` is untouched.
-    A reader sees the old directory or the new one, never a mix."""
+    when the block succeeds. A reader sees the old directory or the new one, never a mix.
+
+    On an error the sibling is removed and ``final`` is untouched, unless ``keep(sibling)``
+    says it holds work worth resuming (a fine-tune's checkpoints); ``adopt`` continues in such a
+    leftover sibling (from :func:`stale_stages`) instead of a new one. Other leftovers of dead
+    writers are cleaned up first."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    if adopt is not None:
+        _ACTIVE.add(str(adopt))
     clean_stale(final)
-    tmp = _sibling(final, _NEW)
-    os.chmod(tmp, dir_mode())  # mkdtemp makes 0700
+    tmp = adopt if adopt is not None else _sibling(final, _NEW)
+    if adopt is None:
+        os.chmod(tmp, dir_mode())  # mkdtemp makes 0700
+    _ACTIVE.add(str(tmp))
     try:
         yield tmp
         commit_dir(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if keep is None or not keep(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        _ACTIVE.discard(str(tmp))

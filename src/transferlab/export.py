@@ -546,26 +546,26 @@ class _Predictor:
         return Analysis(probs=probs, embedding=_l2(feats[None])[0], cam=cam, class_idx=k,
                         label=self.classes[k], pixels=pixels)
 
-    def predict(self, images, top_k: int = 5) -> list[dict]:
-        """Top-k per image in :func:`transferlab.evaluate.predict.predict`'s format, so the CLI
-        prints either kind of model alike: ``{"path", "top": [[class, prob], ...]}``, or
-        ``{"path", "error"}`` for an unreadable file (a missing one raises ImageError)."""
+    def predict(self, images, top_k: int = 5, threshold: float | None = None) -> list[dict]:
+        """Rows in :mod:`transferlab.evaluate.predict`'s format, so the CLI, CSV and web app treat
+        either kind of model alike; an unreadable file gets an error row (a missing one raises
+        ImageError). ``threshold`` (the "unsure" cut-off) defaults to the model's own."""
+        from .evaluate.predict import error_row, prediction_row
+
+        threshold = self.threshold if threshold is None else threshold
         out, pixels = [], []
         for im in images:
             path = str(im) if isinstance(im, (str, os.PathLike)) else None
-            if path is not None and not Path(path).exists():
+            if path is not None and not Path(path).exists() and not Path(path).is_symlink():
                 raise ImageError(f"image not found: {path}")
             try:
                 pixels.append(self.preprocess(im))
-                out.append({"path": path})
+                out.append(path)
             except ImageError as e:
-                out.append({"path": path, "error": str(e).removeprefix(f"cannot read {path}: ")})
+                out.append(error_row(path, str(e).removeprefix(f"cannot read {path}: ")))
         probs = iter(self._outputs(pixels, BATCH)[0])
-        for r in out:
-            if "error" not in r:
-                p = next(probs)
-                r["top"] = [[self.classes[i], float(p[i])] for i in np.argsort(-p)[:top_k]]
-        return out
+        return [r if isinstance(r, dict) else prediction_row(r, next(probs), self.classes, top_k, threshold)
+                for r in out]
 
     def heatmap_overlay(self, image, cam: np.ndarray, alpha: float = 0.45):
         """The preprocessed photo (or ``Analysis.pixels``) with ``cam`` overlaid as a colour map."""
@@ -871,3 +871,17 @@ def load_predictor(spec: str | Path) -> ExportedModel | TorchPredictor:
     from .run import load
 
     return TorchPredictor(load(spec))
+
+
+def predict_model(spec: str | Path, paths, *, top_k: int = 5, threshold: float | None = None,
+                  tta: str | None = None) -> list[dict]:
+    """Prediction rows for image files with a model named by the user: an export directory runs
+    in onnxruntime without importing torch; a run directory or backbone name runs through the
+    run's batched, threaded pipeline (faster for folders than one image at a time)."""
+    if is_export_dir(spec):
+        if tta:
+            raise TransferlabError("--tta is not available for an exported model")
+        return load_exported(spec).predict(paths, top_k=top_k, threshold=threshold)
+    from .run import load
+
+    return load(spec).predict(paths, top_k=top_k, tta=tta, threshold=threshold)

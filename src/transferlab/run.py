@@ -93,15 +93,22 @@ class Run:
         return logits.softmax(-1).numpy(), feats.skipped
 
     @property
+    def threshold(self) -> float | None:
+        """Top-1 probability below which predictions are "unsure" (chosen on the run's validation
+        data when it was trained; None for a bare backbone or a run trained without validation)."""
+        return (self.config.get("predict") or {}).get("threshold")
+
+    @property
     def is_finetuned(self) -> bool:
         return self.config.get("mode") == "finetune"
 
-    def predict(self, images, top_k: int = 5, tta: str | None = None) -> list[dict]:
-        """Top-k predictions per image: ``[{"path", "top": [[class, prob], ...]} | {"path", "error"}]``
-        (paths, PIL images or uint8 HxWx3 arrays; an unreadable file gets an ``error`` entry)."""
+    def predict(self, images, top_k: int = 5, tta: str | None = None, threshold: float | None = None) -> list[dict]:
+        """Top-k predictions per image as rows ``{"path", "status", "label", "score", "top": [{"label",
+        "score"}, ...]}`` (paths, PIL images or uint8 HxWx3 arrays; an unreadable file gets a
+        ``status: error`` row); see :mod:`transferlab.evaluate.predict`."""
         from .evaluate.predict import predict
 
-        return predict(self, images, top_k=top_k, tta=tta)
+        return predict(self, images, top_k=top_k, tta=tta, threshold=threshold)
 
     def evaluate(self, data, split: str | None = None, out: str | Path | None = None, **kw) -> dict:
         from .evaluate.evaluate import evaluate

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -44,6 +45,7 @@ BudgetMethod = _choices("BudgetMethod", "pgd", "fgsm", "pgd-l2")
 DreamMethod = _choices("DreamMethod", "lucid", "plain")
 Engine = _choices("Engine", "auto", "torch", "onnxruntime")
 Dataset = _choices("Dataset", "oxford-pets", "petimages")
+ExportFormat = _choices("ExportFormat", "onnx")
 
 
 BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", metavar="NAME",
@@ -105,18 +107,20 @@ def _val(e):
 
 
 @app.command()
-def backbones(as_json: JsonOpt = False) -> None:
-    """List backbones: bundled (offline) ones and how to use online ones."""
-    from ..models.registry import create_backbone, list_backbones
+def backbones(
+    name: Annotated[str | None, typer.Argument(
+        metavar="NAME", show_default=False,
+        help="Summarise this backbone: layers, output shapes, parameters, mult-adds at its input size.")] = None,
+    depth: Annotated[int, typer.Option("--depth", min=1, help="How deeply the NAME summary nests.")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """List backbones (bundled ones from a static table: nothing is built), or summarise NAME."""
+    if name:
+        _backbone_summary(name, depth, as_json)
+        return
+    from ..models.catalog import BUNDLED
 
-    rows = []
-    for spec in list_backbones():
-        row = {"name": spec.name, "kind": "bundled", "available": spec.available(), "description": spec.description}
-        if row["available"]:
-            bb = create_backbone(spec.name)
-            row |= {"params_m": round(bb.num_params() / 1e6, 2), "feature_dim": bb.feature_dim,
-                    "input_size": bb.data_config.input_size}
-        rows.append(row)
+    rows = [b.row() | {"kind": "bundled"} for b in BUNDLED]
     rows.append({"name": "<torchvision name> e.g. resnet50, vgg16", "kind": "online", "available": False,
                  "description": "downloads through torchvision's cache when online"})
     rows.append({"name": "timm:<name>", "kind": "online", "available": False,
@@ -127,6 +131,31 @@ def backbones(as_json: JsonOpt = False) -> None:
     from ..report.text import backbones_table
 
     _print(backbones_table(rows))
+
+
+def _backbone_summary(name: str, depth: int, as_json: bool) -> None:
+    """torchinfo's summary of the network as the course lesson prints it (the whole classifier:
+    normalisation, trunk, ImageNet head) on one image at the backbone's input size."""
+    try:
+        import torchinfo
+    except ImportError:
+        raise TransferlabError("`transferlab backbones NAME` needs torchinfo: pip install torchinfo") from None
+    from ..models.registry import create_backbone
+
+    bb = create_backbone(name)
+    s = bb.data_config.input_size
+    for p in bb.model.parameters():  # our own copy: count the weights as trainable, as the lesson does
+        p.requires_grad_(True)
+    stats = torchinfo.summary(bb.model, input_size=(1, 3, s, s), depth=depth, verbose=0, device="cpu",
+                              col_names=("output_size", "num_params", "mult_adds"), row_settings=("var_names",))
+    if not as_json:
+        _print(f"{bb.name}: input 1x3x{s}x{s} pixels in [0, 1], {bb.feature_dim} pooled features")
+        _print(re.sub(r"\(Units\.([A-Z])[A-Z]*\)", r"(\1)", str(stats)))  # torchinfo 1.8 on 3.11: "(Units.MEGABYTES)"
+        return
+    layers = [{"name": li.var_name, "type": li.class_name, "depth": li.depth, "output_shape": li.output_size,
+               "params": li.num_params, "mult_adds": li.macs} for li in stats.summary_list if li.depth <= depth]
+    _print_json({"name": bb.name, "input_size": s, "feature_dim": bb.feature_dim, "params": stats.total_params,
+                 "mult_adds": stats.total_mult_adds, "layers": layers})
 
 
 @app.command()
@@ -270,19 +299,99 @@ def evaluate(
 
 @app.command()
 def predict(
-    run: Annotated[str, typer.Argument(metavar="RUN", help="Run directory (or a backbone name).",
-                                       show_default=False)],
-    images: ImagesArg,
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Run directory, export directory (no PyTorch "
+                                         "needed) or backbone name.", show_default=False)],
+    images: Annotated[list[Path], typer.Argument(metavar="PATH", help="Image files and/or folders (searched "
+                                                  "recursively).", show_default=False)],
     top_k: TopKOpt = 5,
+    threshold: Annotated[float | None, typer.Option(
+        "--threshold", min=0.0, max=1.0, metavar="P", help="Answer 'unsure' when the top probability is below P "
+        "(default: the model's own, chosen on its validation data; none for a bare backbone).")] = None,
+    csv_out: Annotated[Path | None, typer.Option(
+        "--csv", metavar="FILE", help="Also write one row per image: path, label, score, status, top-k.")] = None,
     tta: TTAOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Top-k classes of a trained run for photos."""
-    from ..evaluate.predict import predict as _predict
-    from ..run import load
+    """Top-k classes of a trained run (or an export) for photos and whole folders."""
+    from ..data.images import expand_image_paths
+    from ..export import predict_model
 
-    _show_predictions(_predict(load(run), images, top_k=top_k, tta=_val(tta)), as_json)
+    paths = expand_image_paths(images)
+    if csv_out is not None:
+        from .._io import check_writable, ensure_outside
+
+        ensure_outside(csv_out, *[p for p in images if p.is_dir()], flag="--csv")
+        check_writable(csv_out, flag="--csv")
+    rows = predict_model(model, paths, top_k=top_k, threshold=threshold, tta=_val(tta))
+    if csv_out is not None:
+        from ..evaluate.predict import write_csv
+
+        write_csv(rows, csv_out)
+    _show_predictions(rows, as_json)
+    if csv_out is not None and not as_json:
+        _list_files("written:", [csv_out])
+
+
+@app.command()
+def export(
+    run: Annotated[str, typer.Argument(metavar="RUN", help="Run directory (or a backbone name).",
+                                       show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="New folder for the export.",
+                                      show_default=False)],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="Export format.")] = ExportFormat.onnx,
+    verify: Annotated[list[Path] | None, typer.Option(
+        "--verify", metavar="IMAGE", help="Photos for the parity check (default: up to 100 of the run's own "
+                                          "data, else sample photos).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export in DIR.")] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """The whole classifier as ONNX + labels + model card; `predict DIR ...` then needs no PyTorch."""
+    from ..export import export_onnx
+    from ..report.text import export_lines
+
+    r = export_onnx(run, out, verify_images=verify or None, overwrite=overwrite)
+    if as_json:
+        _print_json(r.to_dict())
+        return
+    for line in export_lines(r):
+        _print(line)
+    for p, why in r.skipped:
+        _eprint(f"{p}: skipped ({why})")
+    _list_files("written:", [Path(r.out_dir) / f for f in r.files])
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Export directory, run directory or backbone name.",
+                                         show_default=False)],
+    db: Annotated[str, typer.Option("--db", metavar="PATH|URL",
+                                    help="SQLite file, or postgresql://user@host/dbname.")] = "catalog.sqlite",
+    media: Annotated[Path | None, typer.Option(
+        "--media", metavar="DIR", help="Photo folder (default: media/ next to a SQLite --db; required with a "
+                                       "URL).")] = None,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind (127.0.0.1: this computer only).")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.1, help="Largest photo accepted.")
+                             ] = 10.0,
+    threshold: Annotated[float | None, typer.Option(
+        "--threshold", min=0.0, max=1.0, metavar="P",
+        help="Top-1 probability below which the answer is 'not sure' (default: the model's, else 0.5).")] = None,
+    duplicate_threshold: Annotated[float, typer.Option(
+        "--duplicate-threshold", min=0.01, max=1.0,
+        help="Cosine similarity from which a photo is flagged as a possible duplicate.")] = 0.90,
+) -> None:
+    """The shelter's catalog web app: breed from a photo, heat map, duplicates, catalog, CSV export."""
+    try:
+        from .serve import Settings, run_server
+    except ImportError as e:
+        raise TransferlabError(f"serve needs the web extras: pip install 'transferlab[serve]' ({e.name} is "
+                               "missing)") from None
+    _eprint(f"serving {model} on http://{host}:{port}  (Ctrl-C stops)")
+    run_server(Settings(model=model, db=db, media=media, host=host, port=port, max_upload_mb=max_upload_mb,
+                        threshold=threshold, duplicate_threshold=duplicate_threshold))
 
 
 @app.command()
@@ -340,19 +449,22 @@ def bench(
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Decode threads.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch intra-op threads.")] = None,
     engine: Annotated[Engine, typer.Option("--engine", help="auto: what train/evaluate use here.")] = Engine.auto,
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile (engine torch).")] = True,
+    compile: Annotated[bool | None, typer.Option(
+        "--compile/--no-compile", help="torch.compile (engine torch; default: as train, TRANSFERLAB_COMPILE).")] = None,
+    engines: Annotated[bool, typer.Option(
+        "--engines/--no-engines", help="Time every engine side by side first (and store the verdict).")] = True,
     bf16: Annotated[bool | None, typer.Option("--bf16/--fp32", help="bf16 if supported (engine torch).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if any)")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Extraction speed: (a) naive loop, (b) transferlab pipeline, (c) forward-only limit."""
+    """Extraction speed: every engine side by side, (a) naive loop, (b) pipeline, (c) forward-only limit."""
     from ..report.text import bench_report
     from .bench import bench as run_bench
 
     r = run_bench(backbone, data, limit, naive_limit=naive_limit, batch_size=batch_size, workers=workers,
                   threads=threads, compile=compile, bf16=bf16, device=device, naive=naive_limit > 0,
-                  engine=_val(engine), progress=not (quiet or as_json))
+                  engine=_val(engine), engines=engines, progress=not (quiet or as_json))
     if as_json:
         _print_json(r)
     else:

@@ -38,7 +38,7 @@ def classify_section(out: Path, quiet: bool = True) -> dict:
     paths = sample_images(out)
     res = predict(from_backbone("efficientnet_lite0"), list(paths.values()), top_k=3)
     lines = [
-        f"{Path(r['path']).stem}: " + ", ".join(f"{c} {p:.2f}" for c, p in r["top"]) for r in res
+        f"{Path(r['path']).stem}: " + ", ".join(f"{t['label']} {t['score']:.2f}" for t in r["top"]) for r in res
     ]
     return {"title": "ImageNet classification (efficientnet_lite0, bundled weights)",
             "figures": list(paths.values()), "text": lines}

@@ -41,8 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.images import save_png, to_uint8
-from ..data.loader import load_image
+from ..data.images import save_png
+from ..data.loader import load_image, to_uint8
 from ..errors import TransferlabError, UnknownClass
 from ..report.text import _db, attack_lines
 

@@ -12,7 +12,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -28,6 +27,34 @@ class BadImage(Exception):
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def expand_image_paths(items) -> list[Path]:
+    """Files as given, folders replaced by their image files (recursively, in natural order):
+    ``predict MODEL photos/`` catalogues a whole folder. A name that does not exist is the user's
+    typo and raises :class:`~transferlab.errors.ImageError`; a folder without images too."""
+    from ..errors import ImageError
+
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted((f for f in p.rglob("*") if is_image_file(f) and f.is_file()), key=natural_key)
+            if not found:
+                raise ImageError(f"no image files under {p}")
+            out.extend(found)
+        elif p.exists() or p.is_symlink():
+            out.append(p)
+        else:
+            raise ImageError(f"image not found: {p}")
+    return out
+
+
+def natural_key(p: Path) -> list:
+    """Sort key that puts 2.jpg before 10.jpg (folder, then digits as numbers)."""
+    import re
+
+    return [str(p.parent), *(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name))]
 
 
 def missing_reason(path: str | Path) -> str:
@@ -97,11 +124,6 @@ def _short_reason(e: BaseException) -> str:
     if "truncated" in msg:
         return "truncated image"
     return msg or type(e).__name__
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[3, S, S] tensor in [0, 1] -> [S, S, 3] uint8: exactly what a PNG stores."""
-    return (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:

@@ -215,6 +215,11 @@ def _collect(start: int, buf: torch.Tensor, futures: list[Future]) -> Batch:
 
 
 
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[3, S, S] tensor in [0, 1] -> [S, S, 3] uint8: exactly what a PNG stores."""
+    return (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
 # ----------------------------------------------------------------------------------------------
 # Images given in memory (PIL images, numpy arrays) as well as files
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,15 @@
-"""Top-k predictions for images with any Run (trained run or bare backbone)."""
+"""Top-k predictions for images with any classifier (trained run, bare backbone, ONNX export).
+
+One row format for the CLI, the JSON output, the CSV and the web app::
+
+    {"path": "a.jpg", "status": "ok" | "unsure" | "error", "label": "Bengal" | "unsure" | None,
+     "score": 0.93, "top": [{"label": "Bengal", "score": 0.93}, ...]}
+
+``unsure``: the top-1 probability is below the model's threshold (chosen on its validation data
+when it was trained, see :func:`transferlab.evaluate.metrics.precision_threshold`), so the
+answer is "not sure" rather than a confident wrong breed. This module imports no torch: an
+exported model predicts with it on a machine without PyTorch.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +17,77 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.loader import as_image_list, image_array, is_path
-
 DEFAULT_TOP_K = 5  # classify and predict alike
+UNSURE = "unsure"
 
 
-def predict(run, images, top_k: int = DEFAULT_TOP_K, batch_size: int = 32, tta: str | None = None) -> list[dict]:
-    """``[{"path", "top": [[class, prob], ...]}]`` for file paths, PIL images or uint8 HxWx3
-    arrays (``path`` is None for in-memory images). A missing file raises ImageError; an
-    unreadable one gets ``{"path", "error"}`` so one bad photo does not hide the others."""
+def prediction_row(path: str | None, probs: np.ndarray, classes: list[str], top_k: int = DEFAULT_TOP_K,
+                   threshold: float | None = None) -> dict:
+    """One image's row: top-k as ``{"label", "score"}`` objects, and the answer with its status."""
+    idx = np.argsort(-probs)[: min(top_k, len(classes))]
+    top = [{"label": classes[i], "score": float(probs[i])} for i in idx]
+    unsure = threshold is not None and top[0]["score"] < threshold
+    return {"path": path, "status": UNSURE if unsure else "ok", "label": UNSURE if unsure else top[0]["label"],
+            "score": top[0]["score"], "top": top}
+
+
+def error_row(path: str | None, why: str) -> dict:
+    return {"path": path, "status": "error", "label": None, "score": None, "top": [], "error": why}
+
+
+def predict(run, images, top_k: int = DEFAULT_TOP_K, batch_size: int = 32, tta: str | None = None,
+            threshold: float | None = None) -> list[dict]:
+    """Rows (see the module docstring) for file paths, PIL images or uint8 HxWx3 arrays (``path``
+    is None for in-memory images). A missing file raises ImageError; an unreadable one gets an
+    ``error`` row so one bad photo does not hide the others. ``threshold`` defaults to the run's."""
+    from ..data.loader import as_image_list, image_array, is_path
+
     items = as_image_list(images)
-    k = min(top_k, len(run.classes))
+    threshold = run.threshold if threshold is None else threshold
     if not all(is_path(i) for i in items):
         probs = run.predict_proba(items, batch_size=batch_size, tta=tta)
-        return [_top(run, str(i) if is_path(i) else None, p, k) for i, p in zip(items, probs, strict=True)]
+        return [prediction_row(str(i) if is_path(i) else None, p, run.classes, top_k, threshold)
+                for i, p in zip(items, probs, strict=True)]
     for p in items:  # a typo in a path is a user error, not a skipped photo
         if not Path(p).is_file():
             image_array(p, run.data_config)  # raises ImageError: not found / a directory
     probs, skipped = run.predict_proba_paths(items, batch_size=batch_size, tta=tta)
-    why = dict(skipped)
-    out, row = [], 0
-    for p in items:
-        if str(p) in why:
-            out.append({"path": str(p), "error": why[str(p)]})
-            continue
-        out.append(_top(run, str(p), probs[row], k))
-        row += 1
+    return rows_for_paths([str(p) for p in items], probs, dict(skipped), run.classes, top_k, threshold)
+
+
+def rows_for_paths(paths: list[str], probs: np.ndarray, skipped: dict[str, str], classes: list[str],
+                   top_k: int, threshold: float | None) -> list[dict]:
+    """Rows in input order from the probabilities of the readable files and the skip reasons."""
+    rows, it = [], iter(probs)
+    for p in paths:
+        rows.append(error_row(p, skipped[p]) if p in skipped else prediction_row(p, next(it), classes, top_k,
+                                                                                    threshold))
+    return rows
+
+
+CSV_HEADER = ("path", "label", "score", "status", "top")
+
+
+def csv_rows(rows: list[dict]) -> list[list[str]]:
+    """Rows for ``predict --csv``: one line per image; ``top`` is ``label:score`` pairs joined by
+    ``|`` so the file stays one-row-per-image and opens cleanly in a spreadsheet."""
+    out = [list(CSV_HEADER)]
+    for r in rows:
+        top = "|".join(f"{t['label']}:{t['score']:.4f}" for t in r["top"])
+        score = "" if r["score"] is None else f"{r['score']:.4f}"
+        out.append([r["path"] or "", r["label"] or "", score, r["status"] if "error" not in r else
+                    f"error: {r['error']}", top])
     return out
 
 
-def _top(run, path: str | None, pr: np.ndarray, k: int) -> dict:
-    idx = np.argsort(-pr)[:k]
-    return {"path": path, "top": [[run.classes[i], float(pr[i])] for i in idx]}
+
+def write_csv(rows: list[dict], path: str | Path) -> Path:
+    """``predict --csv``: written atomically with normal permissions (a spreadsheet may read it)."""
+    import csv
+    import io
+
+    from .._io import atomic_write
+
+    buf = io.StringIO()
+    csv.writer(buf).writerows(csv_rows(rows))
+    return atomic_write(path, lambda p: p.write_text(buf.getvalue(), encoding="utf-8"))

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..data.images import save_png, to_uint8
-from ..data.loader import load_image
+from ..data.images import save_png
+from ..data.loader import load_image, to_uint8
 from ..errors import TransferlabError
 
 METHODS = ("plain", "lucid")

@@ -164,6 +164,21 @@ class MemberTrunk(nn.Module):
         return self.model.features(self.geometry(x))
 
 
+def combine_blocks(feats: list[torch.Tensor], norm: str) -> torch.Tensor:
+    """Per-member normalisation, then concatenation: the one formula the pixel path, the cached
+    path and the auto search share. ``l2`` scales each block to norm sqrt(d) (unit mean square,
+    so an MLP head sees O(1) inputs whatever the member's width)."""
+    if norm == "l2":
+        feats = [f * (math.sqrt(f.shape[1]) / f.norm(dim=1, keepdim=True).clamp_min(1e-12)) for f in feats]
+    return torch.cat(feats, 1)
+
+
+def combine_arrays(parts: list[np.ndarray], norm: str) -> np.ndarray:
+    """:func:`combine_blocks` on numpy arrays (rows aligned)."""
+    with torch.no_grad():
+        return combine_blocks([torch.from_numpy(np.ascontiguousarray(p, np.float32)) for p in parts], norm).numpy()
+
+
 def resample_matrix(n_in: int, n_out: int, interpolation: str) -> torch.Tensor:
     """[n_out, n_in]: 1-D resize weights, read off torch's own (antialiased when shrinking)
     kernel by resizing the unit vectors, so in-module resizing matches ``F.interpolate``."""
@@ -184,10 +199,7 @@ class EnsembleTrunk(nn.Module):
         self.dims = [m.backbone.feature_dim for m in members]
 
     def combine(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Per-member normalisation, then concatenation (the one place both paths share)."""
-        if self.norm == "l2":
-            feats = [f * (math.sqrt(f.shape[1]) / f.norm(dim=1, keepdim=True).clamp_min(1e-12)) for f in feats]
-        return torch.cat(feats, 1)
+        return combine_blocks(feats, self.norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.combine([m(x) for m in self.members])
@@ -297,5 +309,4 @@ def combine_features(backbone: Backbone, parts: list[np.ndarray]) -> np.ndarray:
     trunk = backbone.model.trunk
     if not isinstance(trunk, EnsembleTrunk):
         return parts[0]
-    with torch.no_grad():
-        return trunk.combine([torch.from_numpy(np.ascontiguousarray(p)) for p in parts]).numpy()
+    return combine_arrays(parts, trunk.norm)

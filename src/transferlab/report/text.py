@@ -17,9 +17,12 @@ def backbones_table(rows: list[dict]) -> str:
 
 
 def prediction_lines(r: dict) -> list[str]:
-    """One image's top-k: its path on a line of its own (never wrapped), then class and probability."""
-    width = max(len(name) for name, _ in r["top"])
-    return [str(r["path"] or "<image>"), *(f"  {name:<{width}}  {p:.3f}" for name, p in r["top"])]
+    """One image's top-k: its path on a line of its own (never wrapped), then class and probability;
+    an answer below the model's threshold is headed "unsure" so nobody reads the first row as one."""
+    width = max(len(t["label"]) for t in r["top"])
+    head = str(r["path"] or "<image>") + ("   -> unsure (below the model's threshold)" if r["status"] == "unsure"
+                                          else "")
+    return [head, *(f"  {t['label']:<{width}}  {t['score']:.3f}" for t in r["top"])]
 
 
 def training_summary(run) -> list[str]:
@@ -78,6 +81,23 @@ def attack_lines(r: dict) -> list[str]:
     return lines
 
 
+def engine_table_lines(r: dict) -> list[str]:
+    """Every engine's forward-only img/s side by side, and the verdict train/evaluate use here."""
+    table = r.get("engines")
+    if not table:
+        return []
+    v = r.get("verdict") or {}
+    width = max(len(k) for k in table)
+    lines = ["", f"engines (forward-only on pre-decoded batches of {next(iter(table.values()))['batch_size']}, "
+                 "best of alternating rounds):"]
+    for label, t in table.items():
+        mark = "   <- verdict" if label == v.get("winner") else ""
+        lines.append(f"  {label:<{width}}  {t['img_s']:>8.1f} img/s   rounds {', '.join(map(str, t['rounds']))}{mark}")
+    if v:
+        lines.append(f"verdict: {v['engine']} (fastest of {', '.join(v['raced'])}; stored in {v['stored']})")
+    return lines
+
+
 def bench_report(r: dict) -> str:
     """Plain-text report with everything needed to compare runs across machines."""
     from ..runtime.device import compile_default
@@ -92,6 +112,7 @@ def bench_report(r: dict) -> str:
         + (f"fp32 ONNX (one-off export {s['compile_seconds'] or 0:.1f} s)" if s["engine"] == "onnxruntime" else
            f"bf16 {s['bf16']}, channels_last {s['channels_last']}, compile {s['compile']}"
            + (f" (one-off {s['compile_seconds']:.1f} s)" if s.get("compile") and s.get("compile_seconds") else "")),
+        *engine_table_lines(r),
         "",
         f"{'':<12}{'images':>8}{'seconds':>10}{'img/s':>10}{'peak RSS MB':>13}",
     ]
@@ -106,10 +127,20 @@ def bench_report(r: dict) -> str:
         lines.append(f"unreadable files skipped: {r['pipeline']['failed']}")
     if s["engine"] != s["engine_default"]:
         lines.append(f"note: train/evaluate/predict run the model with {s['engine_default']} here "
-                     f"(TRANSFERLAB_ENGINE); bench --engine {s['engine_default']} measures that")
+                     f"(measured verdict, or TRANSFERLAB_ENGINE); bench --engine {s['engine_default']} measures that")
     elif s["engine"] == "torch" and s["compile"] != compile_default():
         on = compile_default()
         flag = "--compile" if on else "--no-compile"
         lines.append(f"note: train/evaluate/predict extract {'with' if on else 'without'} torch.compile here "
                      f"(TRANSFERLAB_COMPILE={'1' if on else 'unset or 0'}); bench {flag} measures that")
     return "\n".join(lines)
+
+
+def export_lines(r) -> list[str]:
+    """What ``transferlab export`` says: where, and how closely onnxruntime reproduces PyTorch."""
+    return [f"exported to {r.out_dir}  (ONNX opset {r.opset}, {r.export_seconds:.1f} s)",
+            f"parity on {r.n_images} images ({r.verify_source}): max |Δp| {r.max_abs_dprob:.1e}, "
+            f"top-1 agreement {r.top1_agreement:.0%}",
+            f"speed, batch {r.batch_size}: PyTorch fp32 {r.torch_img_s:.0f} img/s, "
+            f"onnxruntime {r.onnx_img_s:.0f} img/s",
+            f"predict without PyTorch: transferlab predict {r.out_dir} PHOTOS..."]

@@ -3,17 +3,16 @@ options object per mode (:mod:`transferlab.training.options`), one place that wr
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from .. import __version__
 from .._io import save_safetensors, write_json
 from ..data.datasets import ImageDataset, load_dataset
-from ..errors import TransferlabError
-from ..evaluate.metrics import classification_metrics
+from ..evaluate.metrics import classification_metrics, precision_threshold
 from ..models.registry import create_backbone
 from ..run import CONFIG, METRICS, WEIGHTS, Run, load_run
 from .finetune import resumed_backbone, train_finetune
@@ -21,6 +20,7 @@ from .head import train_head
 from .job import Fitted, Job
 from .linear import train_linear
 from .options import RunOptions, make_options, mode_of
+from .output import check_output, check_settings, is_main_rank, resume_source, same_path, staged_run
 
 Trainer = Callable[[Job], Fitted]
 TRAINERS: dict[str, Trainer] = {"linear": train_linear, "head": train_head, "finetune": train_finetune}
@@ -53,37 +53,45 @@ def train(data: str | Path | ImageDataset, *, mode: str = "linear", out: str | P
     """
     run_opts, opts = make_options(mode, kwargs, options)
     mode = mode_of(opts)
-    ds = _dataset(data, run_opts)
     resume = getattr(opts, "resume", None)
+    root = data.root if isinstance(data, ImageDataset) else data
+    out = Path(out) if out else default_run_dir(root, run_opts.backbone, mode)
+    check_output(out, data, overwrite=run_opts.overwrite, resume=resume)  # before any work
+    check_settings()
+    ds = _dataset(data, run_opts)
+    source = resume_source(resume) if resume else None
     backbone, input_size = run_opts.backbone, run_opts.input_size
     if resume:
-        backbone, input_size = resumed_backbone(resume, backbone, input_size)
+        backbone, input_size = resumed_backbone(resume, backbone, input_size, source=source)
     bb = create_backbone(backbone, weights=run_opts.weights, input_size=input_size)
-    out = Path(out) if out else default_run_dir(ds.root, backbone, mode)
-    if (out.exists() and any(out.iterdir()) and not (out / CONFIG).exists() and not resume
-            and os.environ.get("RANK", "0") == "0"):  # other torchrun ranks may see rank 0's checkpoint
-        raise TransferlabError(f"{out} exists and is not a run directory; choose another --out")
     tr, va = ds.train_val_split(run_opts.val_fraction, run_opts.seed)
-    job = Job(bb, tr, va, run_opts, opts, out, progress, list(callbacks or []))
-    t0 = time.perf_counter()
-    fitted = TRAINERS[mode](job)
-    seconds = time.perf_counter() - t0
-    if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 writes the run directory
-        return None  # type: ignore[return-value]
-    return write_run(job, ds, fitted, seconds)
+    adopt = source if source is not None and not same_path(source, resume) else None
+    with staged_run(out, adopt) as stage:  # a killed fine-tune's staging dir is continued in place
+        if adopt is not None:
+            opts = replace(opts, resume=stage)
+        job = Job(bb, tr, va, run_opts, opts, stage, progress, list(callbacks or []))
+        t0 = time.perf_counter()
+        fitted = TRAINERS[mode](job)
+        seconds = time.perf_counter() - t0
+        if not is_main_rank():  # torchrun: only rank 0 writes the run directory
+            return None  # type: ignore[return-value]
+        write_run(job, ds, fitted, seconds, final=out)
+    return load_run(out)
 
 
 def _dataset(data, o: RunOptions) -> ImageDataset:
     if isinstance(data, ImageDataset):
         return data
     split = o.split
-    if split is None and Path(data).is_dir() and (Path(data) / "annotations" / "list.txt").is_file():
-        split = "trainval"
+    notes = Path(data) / "annotations"
+    if split is None and Path(data).is_dir() and (notes / "list.txt").is_file():
+        split = "trainval" if (notes / "trainval.txt").is_file() else None  # no official split: all listed
     return load_dataset(data, format=o.format, label=o.label, split=split)
 
 
-def environment(device: str = "cpu") -> dict:
-    """Versions and the engine that ran: what someone reproducing the run needs to know."""
+def environment(device: str = "cpu", backbone=None) -> dict:
+    """Versions and the engine that ran: what someone reproducing the run needs to know (the
+    engine for ``backbone``: the override or this machine's measured verdict; never timed here)."""
     import timm
     import torch
 
@@ -91,13 +99,13 @@ def environment(device: str = "cpu") -> dict:
     from ..runtime.engine import engine_default
 
     dev = torch.device(device)
-    engine = engine_default(dev)
+    engine = engine_default(dev, backbone, measure=False)
     return {"transferlab": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "timm": timm.__version__, "engine": engine, "precision": precision_tag(dev, engine),
             "platform": platform.platform()}
 
 
-def _config(job: Job, ds: ImageDataset, fitted: Fitted, skipped: list[dict]) -> dict:
+def _config(job: Job, ds: ImageDataset, fitted: Fitted, skipped: list[dict], unsure: dict | None) -> dict:
     bb, o = job.backbone, job.run
     return {
         "transferlab_version": __version__,
@@ -112,9 +120,10 @@ def _config(job: Job, ds: ImageDataset, fitted: Fitted, skipped: list[dict]) -> 
         "preprocessing": bb.data_config.to_dict(),
         "head": fitted.head_spec,
         "train": {"seed": o.seed, "val_fraction": o.val_fraction, **fitted.info},
+        "predict": unsure,  # the "unsure" threshold chosen on validation data (None without any)
         "data": {**ds.summary(), "train_images": len(job.train), "val_images": len(job.val),
                  "skipped": len(skipped), "skipped_files": skipped, "ignored_files": ds.ignored},
-        "environment": environment(str(fitted.info.get("device", "cpu")).split(":")[0]),
+        "environment": environment(str(fitted.info.get("device", "cpu")).split(":")[0], bb),
     }
 
 
@@ -125,9 +134,9 @@ def _save_weights(out: Path, fitted: Fitted) -> None:
         save_safetensors(out / WEIGHTS, {f"head.{k}": v for k, v in fitted.head.state_dict().items()})
 
 
-def write_run(job: Job, ds: ImageDataset, fitted: Fitted, seconds: float) -> Run:
-    """Write model.safetensors, metrics.json, the figures and config.json (last: its presence
-    marks a complete run directory); return the loaded Run, metrics included."""
+def write_run(job: Job, ds: ImageDataset, fitted: Fitted, seconds: float, final: Path | None = None) -> None:
+    """Write model.safetensors, metrics.json, the figures and config.json into ``job.out`` (the
+    staging dir); files are named by where they will be, under ``final``."""
     from ..report.figures import confusion_figure, curves_figure
 
     out, bb = job.out, job.backbone
@@ -136,19 +145,19 @@ def write_run(job: Job, ds: ImageDataset, fitted: Fitted, seconds: float) -> Run
     skipped = [{"path": p, "reason": r} for p, r in fitted.skipped]
     metrics: dict = {"mode": mode_of(job.options), "backbone": bb.name, "train_accuracy": fitted.train_accuracy,
                      "seconds": round(seconds, 2), "skipped": len(skipped), "skipped_files": skipped}
-    figures = []
+    figures, unsure = [], None
     if fitted.val_probs is not None and len(fitted.val_probs):
         m = classification_metrics(job.val.labels[fitted.val_ok], fitted.val_probs, ds.classes)
         metrics["val_accuracy"] = m["accuracy"]
         metrics["val"] = m
+        unsure = precision_threshold(job.val.labels[fitted.val_ok], fitted.val_probs)
         figures.append(confusion_figure(m["confusion"], ds.classes, out / "confusion.png",
                                         title="Validation confusion"))
     if fitted.history:
         metrics["history"] = fitted.history
         metrics["best_epoch"] = fitted.best_epoch
         figures.append(curves_figure(fitted.history, out / "curves.png", best_epoch=fitted.best_epoch))
-    metrics["figures"] = [str(f) for f in figures]
+    metrics["figures"] = [str(Path(final or out) / Path(f).name) for f in figures]
     write_json(out / METRICS, metrics)
-    write_json(out / CONFIG, _config(job, ds, fitted, skipped))
-    return load_run(out)
+    write_json(out / CONFIG, _config(job, ds, fitted, skipped, unsure))
 

@@ -92,10 +92,12 @@ class Checkpoints:
                     f.unlink()
 
 
-def resumed_backbone(resume: str | Path, backbone: str, input_size: int | None) -> tuple[str, int | None]:
-    """The backbone and input size a ``--resume`` run must continue with: the checkpoint's own.
-    Asking for different ones explicitly is an error (the saved weights would not fit)."""
-    st = Checkpoints(Path(resume) / CHECKPOINT_DIR).state()
+def resumed_backbone(resume: str | Path, backbone: str, input_size: int | None,
+                     source: str | Path | None = None) -> tuple[str, int | None]:
+    """The backbone and input size a ``--resume`` run must continue with: the checkpoint's own
+    (in ``source``, where the checkpoint really is, default ``resume``). Asking for different
+    ones explicitly is an error (the saved weights would not fit)."""
+    st = Checkpoints(Path(source or resume) / CHECKPOINT_DIR).state()
     if not st:
         return backbone, input_size
     saved_bb, saved_size = st.get("backbone", backbone), st.get("input_size")

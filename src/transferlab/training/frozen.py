@@ -10,12 +10,12 @@ from torch import nn
 
 from ..models.classifier import ImageClassifier
 from ..runtime.distributed import world_size
-from ..runtime.engine import engine_default, warn_fallback
+from ..runtime.engine import choose_engine, warn_fallback
 from ..runtime.onnx import OnnxFeatures
 
 
 # ----------------------------------------------------------------------------------------------
-# The frozen groups in onnxruntime (CPUs without bf16)
+# The frozen groups in onnxruntime (where it is measured faster than torch)
 # ----------------------------------------------------------------------------------------------
 class _Prefix(nn.Module):
     """normalize + the frozen depth groups in order: [0, 1] NHWC pixels -> the activation the first
@@ -96,11 +96,14 @@ class FrozenPrefix:
 
 def frozen_prefix(model: ImageClassifier, groups: list[list[str]], n_unfrozen: int, batch_size: int,
                   size: int, device: torch.device) -> FrozenPrefix | None:
-    """A :class:`FrozenPrefix` when it applies: one CPU process whose extraction engine is
-    onnxruntime (``TRANSFERLAB_ENGINE``), with at least one frozen group. None otherwise, or
+    """A :class:`FrozenPrefix` when it applies: one CPU process where onnxruntime is the engine for
+    this network at this input size (``TRANSFERLAB_ENGINE``, else measured: see
+    :func:`transferlab.runtime.engine.choose_engine`), with at least one frozen group. None otherwise, or
     (with a warning) when the export fails: torch then runs the whole network as before."""
     names = [n for g in groups[: len(groups) - n_unfrozen] for n in g]
-    if not names or device.type != "cpu" or world_size() > 1 or engine_default(device) != "onnxruntime":
+    if not names or device.type != "cpu" or world_size() > 1:
+        return None
+    if choose_engine(model, device, size) != "onnxruntime":  # TRANSFERLAB_ENGINE, else the measured verdict
         return None
     try:
         return FrozenPrefix(model, names, batch_size, size, torch.get_num_threads())

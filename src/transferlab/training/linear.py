@@ -46,20 +46,26 @@ def _to_linear(clf, k: int) -> nn.Linear:
     return lin
 
 
-def _val_path(xt, yt, xv, yv, seed: int) -> dict[float, float]:
+def _val_path(xt, yt, xv, yv, seed: int) -> tuple[dict[float, float], dict]:
     """Validation accuracy along the C grid, warm-starting each fit from the previous solution
-    (a regularisation path), which cuts the solver's iterations several-fold."""
+    (a regularisation path, which cuts the solver's iterations several-fold), and each C's fitted
+    scaler + model: the chosen one is the final model, no cold refit (that refit was the single
+    most expensive fit of a cached re-train, issue 16)."""
+    import copy
+
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
     sc = StandardScaler().fit(xt)
     xt_s, xv_s = sc.transform(xt), sc.transform(xv)
     lr = LogisticRegression(max_iter=2000, random_state=seed, warm_start=True)
-    scores = {}
+    scores, fits = {}, {}
     for c in C_GRID:
         lr.set_params(C=c)
         scores[c] = float(lr.fit(xt_s, yt).score(xv_s, yv))
-    return scores
+        fits[c] = Pipeline([("standardscaler", sc), ("logisticregression", copy.deepcopy(lr))])
+    return scores, fits
 
 
 def _cv_choose_c(x, y, seed: int) -> tuple[float, dict]:
@@ -90,10 +96,10 @@ def fit_linear_probe(xt: np.ndarray, yt: np.ndarray, xv: np.ndarray | None, yv: 
     scores: dict = {}
     if c is None:
         if xv is not None and len(yv):
-            scores = _val_path(xt, yt, xv, yv, seed)
+            scores, fits = _val_path(xt, yt, xv, yv, seed)
             c = max(scores, key=lambda cc: (scores[cc], -cc))
-        else:
-            c, scores = _cv_choose_c(xt, yt, seed)
+            return _to_linear(fits[c], k), c, scores
+        c, scores = _cv_choose_c(xt, yt, seed)
     return _to_linear(_fit_logreg(xt, yt, c, seed), k), c, scores
 
 

@@ -68,7 +68,8 @@ def _enum(value, enum: type[Enum], param: str) -> str:
 
 @dataclass
 class RunOptions:
-    """What every mode shares: which data, which backbone, which split."""
+    """What every mode shares: which data, which backbone, which split, and whether an
+    existing run at ``out`` may be replaced."""
 
     backbone: str = "efficientnet_lite0"
     weights: str | Path | None = None
@@ -78,6 +79,7 @@ class RunOptions:
     split: str | None = None
     val_fraction: float = 0.2
     seed: int = 0
+    overwrite: bool = False  # replace an existing run at ``out`` (as a whole, once the new one is complete)
 
     def validate(self) -> RunOptions:
         _check(0 <= float(self.val_fraction) < 1, "val_fraction", "must be in [0, 1)")
