@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transferlab.attack.methods import AttackSpec, _Net, distortion, eps_label, parse_eps, run_attack
+from transferlab.attack.budget import AttackSpec, distortion, eps_label, parse_eps
+from transferlab.attack.core import AttackNet, run_attack
 from transferlab.data.images import save_png
 from transferlab.data.loader import iter_batches
 from transferlab.run import load
@@ -36,7 +37,7 @@ def numeric_sorted(folder: Path) -> list[Path]:
 
 def attack_all(a, files: list[Path], run, t_idx: int, eps: float, methods: list[str]) -> None:
     """Attack in batches; save each adversarial PNG and the attack seconds per method (timing.json)."""
-    net = _Net(run.model)
+    net = AttackNet(run.model)
     t_all = time.perf_counter()
     n_ok = 0
     # Resume: photos whose PNGs exist for every method were done by an earlier (interrupted) run.

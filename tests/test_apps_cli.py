@@ -75,3 +75,18 @@ def test_train_evaluate_predict_cli(tmp_path, small_pets, heldout_pets_csv):
     dog = heldout_pets_csv.read_text().splitlines()[-1].split(",")[0]
     r = tl("predict", run, dog, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)[0]["top"][0]["label"] == "Dog"
+
+
+@pytest.mark.parametrize("command", ["featuremaps", "dream", "attack"])
+def test_model_consumers_take_model_option(command, monkeypatch, capsys, tmp_path):
+    """featuremaps / dream / attack take the model as --model/-m (NAME|RUN) like every consumer;
+    the old --backbone / --run are hidden aliases, and giving the model twice is a user error."""
+    from tests._helpers import run_cli
+
+    code, out, _ = run_cli([command, "--help"], monkeypatch, capsys)
+    assert code == 0 and "--model" in out and "MODEL" in out
+    assert "--backbone" not in out and "--run " not in out
+    first = {"featuremaps": ["x.jpg"], "dream": ["zebra"], "attack": ["x.jpg", "--untargeted"]}[command]
+    args = [command, *first, "--out", tmp_path / "o.png", "-m", "mobilenet_v2", "--run", tmp_path]
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 2 and err.startswith("error: give the model once") and len(err.splitlines()) == 1

@@ -11,16 +11,9 @@ import torch
 from PIL import Image
 
 from tests._helpers import run_cli as _cli
-from transferlab.attack.methods import (
-    AttackSpec,
-    _Net,
-    fgsm,
-    margin,
-    parse_eps,
-    pgd_l2,
-    quantize,
-    run_attack,
-)
+from transferlab.attack.budget import AttackSpec, margin, parse_eps, quantize
+from transferlab.attack.core import AttackNet, run_attack
+from transferlab.attack.methods import fgsm, pgd_l2
 from transferlab.data.loader import load_image
 from transferlab.errors import TransferlabError
 
@@ -30,7 +23,7 @@ def lite0():
     from transferlab.run import load
 
     run = load("efficientnet_lite0")
-    return run, _Net(run.model)
+    return run, AttackNet(run.model)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +72,7 @@ def test_pgd_8_255_fools_everything_and_fgsm_is_weaker(lite0, photos):
     # Targeted at 2/255: one FGSM step toward 'Siamese cat' vs 8 PGD steps (no refinement).
     t = torch.full_like(y, run.class_index("siamese"))
     pgd = run_attack(net, photos, t, AttackSpec.make("pgd", 2 / 255, steps=8, targeted=True, refine=0))
-    x_f = quantize(fgsm(net, photos, t, 2 / 255, targeted=True), photos, 2 / 255)
+    x_f = quantize(fgsm(net, photos, t, AttackSpec.make("fgsm", 2 / 255, targeted=True)), photos, 2 / 255)
     m_fgsm = margin(net.score(x_f), t, True)
     m_pgd = margin(pgd.logits_adv, t, True)
     assert pgd.success.sum() >= (m_fgsm > 0).sum()
@@ -92,7 +85,7 @@ def test_pgd_l2_respects_its_ball(lite0, photos):
     x = photos[:2]
     y = net.score(x).argmax(1)
     gen = torch.Generator().manual_seed(0)
-    xa = pgd_l2(net, x, y, eps=0.5, steps=3, step_size=0.4, targeted=False, gen=gen)
+    xa = pgd_l2(net, x, y, AttackSpec.make("pgd-l2", 0.5, steps=3, step_size=0.4, targeted=False), gen=gen)
     assert (xa - x).flatten(1).norm(dim=1).max() <= 0.5 + 1e-4
     assert xa.min() >= 0 and xa.max() <= 1
 

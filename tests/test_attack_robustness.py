@@ -79,7 +79,7 @@ def test_robustness_cli_and_errors(catdog_run, tmp_path, monkeypatch, capsys):
 
 def test_attack_a_trained_run(catdog_run, petimages, tmp_path, monkeypatch, capsys):
     run, _ = catdog_run
-    code, out, err = _cli(["attack", petimages / "Dog" / "3.jpg", "--run", run.path, "--target", "cat",
+    code, out, err = _cli(["attack", petimages / "Dog" / "3.jpg", "--model", run.path, "--target", "cat",
                            "--eps", "4/255", "--steps", "5", "--out", tmp_path / "d.png", "--json", "-q"],
                           monkeypatch, capsys)
     assert code == 0, err

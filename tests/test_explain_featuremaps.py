@@ -97,3 +97,20 @@ def test_cli_list_layers_and_errors(monkeypatch, capsys, sample_images, tmp_path
     code, out, _ = _cli(["featuremaps", sample_images["astronaut"], "-l", "blocks.1", "--out",
                          tmp_path / "z.png", "--json"], monkeypatch, capsys)
     assert code == 0 and json.loads(out)["shape"] == [24, 56, 56] and (tmp_path / "z.png").is_file()
+
+
+def test_cli_model_option_and_its_old_names(monkeypatch, capsys, tmp_path):
+    """--model/-m takes a backbone name or a run directory; --backbone and --run still work."""
+    run = make_run(tmp_path / "run", ["cat", "espresso"], [285, 967])
+
+    def layers(*args):
+        code, out, err = _cli(["featuremaps", "--list-layers", "--json", *args], monkeypatch, capsys)
+        assert code == 0, err
+        return [row["name"] for row in json.loads(out)]
+
+    mobilenet = layers("-m", "mobilenet_v2")
+    assert mobilenet == layers("--backbone", "mobilenet_v2") and mobilenet != layers()
+    assert layers("--model", run) == layers("--run", run) == layers()  # the run's trunk is lite0's
+    code, _, err = _cli(["featuremaps", tmp_path / "missing.jpg", "-m", run, "--out", tmp_path / "m.png"],
+                        monkeypatch, capsys)
+    assert code == 2 and "image not found" in err  # the run loaded; the photo is what is missing

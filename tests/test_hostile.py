@@ -283,7 +283,7 @@ def _oxford_copy(tmp_path: Path, oxford: Path, mutate) -> Path:
 
 
 @pytest.mark.parametrize("mutate,needle", [
-    (lambda b: [*b[:5], b[5].replace(b[5].split()[1], "x1", 1), *b[6:]], "line 7"),
+    (lambda b: [*b[:5], " ".join([b[5].split()[0], "x1", *b[5].split()[2:]]), *b[6:]], "line 7"),
     (lambda b: [*b[:9], " ".join([*b[9].split()[:2], "3", *b[9].split()[3:]]), *b[10:]], "species"),
 ])
 def test_malformed_oxford_list_is_a_user_error(tmp_path, oxford, monkeypatch, capsys, mutate, needle):

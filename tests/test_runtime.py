@@ -346,3 +346,28 @@ def test_extract_streams_to_cache_and_skips_bad(lite0, sample_images, tmp_path):
     again = extract(lite0, files, batch_size=2, progress=False)
     assert again.extracted == 0
     np.testing.assert_array_equal(again.features, first.features)
+
+
+def test_frozen_prefix_of_a_finetune_follows_the_verdict(lite0, monkeypatch, tmp_path):
+    """Fine-tuning on a CPU runs the frozen groups in onnxruntime exactly when the verdict for that
+    network at that input size says onnxruntime is faster (no CPU-flag guess, no re-timing)."""
+    from transferlab.models.groups import depth_groups
+    from transferlab.runtime import engine
+    from transferlab.training.frozen import frozen_prefix
+
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path))
+    monkeypatch.setenv("TRANSFERLAB_ENGINE", "auto")
+    monkeypatch.setattr(engine, "measure_engines", _no_measuring)
+    cpu, model = torch.device("cpu"), lite0.model
+    groups = depth_groups(model.trunk)
+    labels = list(engine.auto_candidates(cpu))  # [torch ..., onnxruntime fp32]
+    for fast, want in ((labels[1], True), (labels[0], False)):
+        rates = {k: {"img_s": 100.0 if k == fast else 10.0} for k in labels}
+        engine.record_verdict(model, cpu, 128, rates, source="test")
+        prefix = frozen_prefix(model, groups, 2, 2, 128, cpu)
+        assert (prefix is not None) == want
+    x = torch.rand(2, 3, 128, 128)
+    engine.record_verdict(model, cpu, 128, {labels[1]: {"img_s": 1.0}}, source="test")
+    prefix = frozen_prefix(model, groups, 2, 2, 128, cpu)
+    with torch.no_grad():
+        assert torch.allclose(prefix(x), model(x), atol=1e-4)  # the onnxruntime prefix + torch rest = the network

@@ -106,9 +106,13 @@ def test_resume_after_kill_replays_the_same_epochs(petimages, uninterrupted, tmp
 
     with pytest.raises(SystemExit):
         train(_pets(petimages, 12), out=out, callbacks=[KillAfter(1)], **FT)
-    state = json.loads((out / "checkpoint" / "state.json").read_text())
-    assert state["epoch"] == 1 and not (out / "config.json").exists()
+    from transferlab.training.output import resume_source
+
+    left = resume_source(out)  # the run appears only when complete: the checkpoint is in its hidden staging dir
+    state = json.loads((left / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 1 and not out.exists() and left.name.startswith(".killed.")
     run = train(_pets(petimages, 12), out=out, resume=out, **FT)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["killed"]  # the staging dir became the run
     a = json.loads((uninterrupted.path / "metrics.json").read_text())
     b = json.loads((run.path / "metrics.json").read_text())
     losses = [r["val_loss"] for r in a["history"]]

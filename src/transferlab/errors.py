@@ -42,3 +42,7 @@ class OutputError(TransferlabError):
 
 class SettingError(TransferlabError):
     """A ``TRANSFERLAB_*`` environment variable has a value we cannot use."""
+
+
+class ExportError(TransferlabError):
+    """The export cannot be written (existing output, unsupported model) or fails its parity check."""

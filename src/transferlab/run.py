@@ -80,15 +80,20 @@ class Run:
                             tta: str | None = None) -> tuple[np.ndarray, list[tuple[str, str]]]:
         """The batch path for many files (evaluate, robustness): (probs [n_readable, k], skipped
         [(path, why)]); unreadable files are skipped and reported, never raised.
-        ``cache``: reuse/store pooled features (only when the trunk is the pretrained one)."""
-        from .features import extract
+        ``cache``: reuse/store pooled features (only when the trunk is the pretrained one).
+        An ensemble or feature view with its pretrained trunk takes the per-member path its head
+        was trained on (:func:`transferlab.features.extract_view`), cached or not."""
+        from .features import extract, extract_view
 
         if tta:
             from .evaluate.tta import predict_proba_tta
 
             return predict_proba_tta(self, paths, tta, batch_size=batch_size, progress=progress)
-        feats = extract(self.backbone, paths, model=self.model, cache=cache, progress=progress,
-                        batch_size=batch_size)
+        if self.model.trunk is self.backbone.model.trunk:
+            feats = extract_view(self.backbone, paths, cache=cache, progress=progress, batch_size=batch_size)
+        else:
+            feats = extract(self.backbone, paths, model=self.model, cache=cache, progress=progress,
+                            batch_size=batch_size)
         logits = self.model.head(torch.from_numpy(feats.features))
         return logits.softmax(-1).numpy(), feats.skipped
 
@@ -135,6 +140,37 @@ def from_backbone(name: str, weights: str | Path | None = None) -> Run:
     return Run(backbone=bb, model=bb.model, classes=bb.class_names, synonyms=bb.class_synonyms)
 
 
+def _head(spec: dict, classes: list[str], cfg_file: Path) -> torch.nn.Module:
+    """The head a run's config describes; its output size must be the number of classes, or
+    every prediction would name the wrong class (a hand-edited or mixed-up config.json)."""
+    try:
+        head = build_head(spec)
+    except (KeyError, TypeError, ValueError) as e:
+        raise RunError(f"unreadable {cfg_file}: bad head {spec!r} ({e})") from None
+    outs = [m.out_features for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    if not outs or outs[-1] != len(classes):
+        raise RunError(f"{cfg_file} lists {len(classes)} classes but its head has "
+                       f"{outs[-1] if outs else 'no'} outputs; the run directory is inconsistent")
+    return head
+
+
+def _calibrate(model: ImageClassifier, cfg: dict, cfg_file: Path) -> None:
+    """Apply the run's temperature (``config["calibration"]``, fitted on held-out data when it
+    was trained) to its head, so every probability the run gives is calibrated."""
+    from .evaluate.calibration import apply_temperature
+
+    t = (cfg.get("calibration") or {}).get("temperature")
+    if t is None:
+        return
+    try:
+        t = float(t)
+    except (TypeError, ValueError):
+        t = -1.0
+    if not 0 < t < float("inf"):
+        raise RunError(f"unreadable {cfg_file}: calibration temperature must be a number > 0")
+    apply_temperature(model.head, t)
+
+
 def load_run(path: str | Path) -> Run:
     path = Path(path)
     cfg_file, w_file = path / CONFIG, path / WEIGHTS
@@ -167,10 +203,14 @@ def load_run(path: str | Path) -> Run:
     model = bb.model if any(k.startswith("trunk.") for k in sd) else ImageClassifier(
         bb.model.normalize, bb.model.trunk, torch.nn.Identity()
     )
-    model.head = build_head(head_spec)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    model.head = _head(head_spec, classes, cfg_file)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # a tensor of the wrong shape
+        raise RunError(f"{w_file} does not match its config: {str(e).splitlines()[-1].strip()[:200]}") from None
     if unexpected or any(k.startswith("head.") for k in missing):
         raise RunError(f"{w_file} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    _calibrate(model, cfg, cfg_file)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

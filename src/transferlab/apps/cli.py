@@ -20,7 +20,7 @@ import typer
 
 from .. import __version__
 from ..errors import TransferlabError
-from ..training.options import Augment, Mode, OptionError
+from ..training.options import Augment, FeatureAug, Mode, OptionError
 
 app = typer.Typer(
     add_completion=False,
@@ -50,8 +50,12 @@ ExportFormat = _choices("ExportFormat", "onnx")
 
 BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", metavar="NAME",
                                           help="Backbone name (see `transferlab backbones`).")]
-RunOpt = Annotated[str | None, typer.Option(
-    "--run", metavar="RUN", help="A trained run directory to use instead of the backbone's ImageNet classifier.")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", metavar="MODEL", show_default=False,
+    help=f"Backbone name or run directory (default: {DEFAULT_BACKBONE}, its ImageNet classifier).")]
+# --model's old spellings, kept (hidden) so existing scripts work
+BackboneAlias = Annotated[str | None, typer.Option("--backbone", "-b", metavar="NAME", hidden=True)]
+RunAlias = Annotated[str | None, typer.Option("--run", metavar="RUN", hidden=True)]
 StepsOpt = Annotated[int | None, typer.Option("--steps", min=1, help="Optimisation steps (default: the method's)")]
 WeightsOpt = Annotated[Path | None, typer.Option(
     "--weights", metavar="PATH", help="Local state dict (.safetensors or .pth) for the backbone.")]
@@ -104,6 +108,15 @@ def _list_files(title: str, files) -> None:
 
 def _val(e):
     return e.value if isinstance(e, Enum) else e
+
+
+def _model(model: str | None, run: str | None, backbone: str | None) -> str:
+    """The model a consumer command was given: ``--model``, or one of its old names ``--run`` /
+    ``--backbone``; the default backbone when none."""
+    given = [m for m in (model, run, backbone) if m is not None]
+    if len(given) > 1:
+        raise TransferlabError("give the model once: --model NAME|RUN (--run and --backbone are its old names)")
+    return given[0] if given else DEFAULT_BACKBONE
 
 
 @app.command()
@@ -186,7 +199,8 @@ def train(
     backbone: BackboneOpt = DEFAULT_BACKBONE,
     weights: WeightsOpt = None,
     mode: Annotated[Mode, typer.Option("--mode", help="linear: logistic regression on features; head: MLP; "
-                                                      "finetune: end to end.")] = Mode.linear,
+                                                      "finetune: end to end; auto: search backbones, ensembles, "
+                                                      "heads by cross-validation within --budget.")] = Mode.linear,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Held-out validation share.")] = 0.2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     epochs: Annotated[int | None, typer.Option(
@@ -208,12 +222,23 @@ def train(
     input_size: Annotated[int | None, typer.Option(
         "--input-size", min=32, max=1024, help="Input size in pixels (default: the backbone's)")] = None,
     resume: Annotated[Path | None, typer.Option(
-        "--resume", metavar="RUN", help="finetune: continue RUN from its last checkpoint.")] = None,
+        "--resume", metavar="RUN", help="finetune: continue RUN from its last checkpoint; auto: continue RUN's "
+                                        "search (finished candidates are reused).")] = None,
+    feature_aug: Annotated[FeatureAug | None, typer.Option(
+        "--feature-aug", help="linear/head: flip = mirrored photos' features as extra training rows, and each "
+                              "photo's features averaged with its mirror's at prediction (default: none)")] = None,
+    budget: Annotated[str | None, typer.Option(
+        "--budget", metavar="TIME", help="auto: time budget, e.g. 15m, 90s, 1h (default: 15m)")] = None,
+    members: Annotated[str | None, typer.Option(
+        "--members", metavar="B@S,...", help="auto: backbones to try (default: lite0, mobilenet_v2, lite1, "
+                                             "lite2 at 260/320/384)")] = None,
     nproc: Annotated[int, typer.Option(
         "--nproc", min=1, help="Processes (DDP via torchrun; gloo on CPU, nccl on CUDA).")] = 1,
     run_out: Annotated[Path | None, typer.Option(
         "--out", "-o", metavar="RUN", help="Run directory to write (default: runs/<data>-<backbone>-<mode>, "
                                            "or the --resume RUN)")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace the run already at --out (as a whole, once the new run is complete).")] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -227,7 +252,8 @@ def train(
     given = {"backbone": backbone, "weights": weights, "input_size": input_size, "format": _val(fmt),
              "label": _val(label), "split": split, "val_fraction": val_fraction, "seed": seed, "epochs": epochs,
              "lr": lr, "unfreeze": unfreeze, "batch_size": batch_size, "aug": _val(aug), "mixup": mixup,
-             "cutmix": cutmix, "wise": wise, "resume": resume}
+             "cutmix": cutmix, "wise": wise, "resume": resume, "overwrite": overwrite,
+             "feature_aug": _val(feature_aug), "budget": budget, "members": members}
     run = _train(data, mode=_val(mode), out=run_out or resume, progress=not quiet, **given)
     if run is None:  # a non-zero torchrun rank: rank 0 reports
         return
@@ -236,18 +262,25 @@ def train(
 
 def _report_training(run, as_json: bool) -> None:
     m = run.metrics
+    auto, cal = run.config.get("train", {}).get("auto"), run.config.get("calibration")
     if as_json:
         _print_json({"run": str(run.path), **{k: m.get(k) for k in
-                     ("mode", "backbone", "train_accuracy", "val_accuracy", "seconds", "skipped", "skipped_files")}})
+                     ("mode", "backbone", "train_accuracy", "val_accuracy", "seconds", "skipped", "skipped_files")},
+                     "calibration": cal, **({"auto": auto} if auto else {})})
     else:
-        from ..report.text import training_summary
+        from ..report.text import calibration_line, leaderboard_lines, training_summary
 
-        for line in training_summary(run):
-            _print(line)
+        lines = [*leaderboard_lines(auto["leaderboard"]), f"chosen: {auto['why']}"] if auto else []
+        for line in [*lines, *training_summary(run), calibration_line(cal)]:
+            if line:
+                _print(line)
     t = run.config.get("train", {})
     if t.get("interrupted"):
         _eprint(f"interrupted: the run keeps epoch {t.get('best_epoch')} (best so far); "
                 f"continue with --resume {run.path}")
+    empty = run.config.get("data", {}).get("empty_classes")
+    if empty:
+        _eprint(f"ignored {len(empty)} empty class folder(s) (no image files): {', '.join(empty)}")
     _report_skipped(m.get("skipped_files", []))
     _list_files("figures:", m.get("figures", []))
 
@@ -291,10 +324,48 @@ def evaluate(
         if "top5_accuracy" in m:
             line += f"   top-5 {m['top5_accuracy']:.4f}"
         _print(line + f"   macro F1 {m['macro_f1']:.4f}")
+        if m.get("ece") is not None:
+            _print(f"expected calibration error {m['ece']:.2%} ({m['n']} images, 15 bins)")
         if dest:
             _print(f"written: {dest / 'metrics.json'}")
     _report_skipped(m.get("skipped_files", []))
     _list_files("figures:", m.get("figures", []))
+
+
+@app.command()
+def review(
+    run: Annotated[str, typer.Argument(metavar="RUN", help="Run directory (or a backbone name): whose features "
+                                                            "score the photos.", show_default=False)],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Dataset whose labels to check.", show_default=False)],
+    split: Annotated[str | None, typer.Option(
+        "--split", help="Oxford-IIIT Pet: trainval or test (default: every listed image)")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="How to read DATA.")] = Format.auto,
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Cross-validation folds.")] = 5,
+    top: Annotated[int, typer.Option("--top", min=0, help="Photos on the contact sheet.")] = 24,
+    review_out: Annotated[Path | None, typer.Option(
+        "--out", "-o", metavar="DIR", help="Where to write review.json, review.csv and contact_sheet.png "
+                                           "(default: RUN/review-<data>, or review-<data> for a backbone)")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Photos whose label looks wrong: confident learning on cross-validated probabilities."""
+    from ..evaluate.review import ReviewOptions
+    from ..evaluate.review import review as _review
+    from ..report.text import review_lines
+    from ..run import load
+
+    r = load(run)
+    name = f"review-{Path(str(data).rstrip('/')).name}"
+    dest = review_out or (r.path / name if r.path else Path(name))
+    res = _review(r, data, out=dest, options=ReviewOptions(folds=folds, top=top, split=split, format=_val(fmt)),
+                  progress=not quiet)
+    if as_json:
+        _print_json(res)
+    else:
+        for line in review_lines(res, top):
+            _print(line)
+    _report_skipped(res.get("skipped_files", []))
+    _list_files("written:", res.get("files", []))
 
 
 @app.command()
@@ -476,11 +547,10 @@ def attack(
     image: Annotated[Path, typer.Argument(metavar="IMAGE", help="Photo to attack (resized + centre-cropped like "
                                                                  "classify).", show_default=False)],
     out_png: AdversarialPng,
-    backbone: BackboneOpt = DEFAULT_BACKBONE,
-    run: RunOpt = None,
+    model: ModelOpt = None,
     target: Annotated[str | None, typer.Option("--target", "-t", metavar="CLASS", help="Class to reach.")] = None,
     untargeted: Annotated[bool, typer.Option("--untargeted", help="Move away from the prediction.")] = False,
-    method: Annotated[AttackMethod, typer.Option("--method", "-m")] = AttackMethod.pgd,
+    method: Annotated[AttackMethod, typer.Option("--method")] = AttackMethod.pgd,
     eps: Annotated[str | None, typer.Option(
         "--eps", help="Budget in [0,1] pixels, e.g. 2/255 (L∞) or 0.5 (pgd-l2) (default: the method's)")] = None,
     steps: StepsOpt = None,
@@ -491,14 +561,16 @@ def attack(
         "--transfer-to", metavar="MODEL", help="Also score the saved PNG with this backbone or run.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    backbone: BackboneAlias = None,
+    run: RunAlias = None,
 ) -> None:
     """Adversarial example; epsilons are in pixel units, success is scored on the saved 8-bit PNG."""
-    from ..attack.methods import attack_image
+    from ..attack.single import attack_image
     from ..report.text import attack_lines
 
     if (target is None) == (not untargeted):
         raise TransferlabError("give exactly one of --target CLASS or --untargeted")
-    r = attack_image(image, run or backbone, target=target, method=_val(method),
+    r = attack_image(image, _model(model, run, backbone), target=target, method=_val(method),
                      eps=eps if eps is not None else "default", steps=steps, step_size=step_size,
                      seed=seed, transfer_to=transfer_to, out=out_png, progress=not quiet)
     if as_json:
@@ -528,7 +600,7 @@ def robustness(
     quiet: QuietOpt = False,
 ) -> None:
     """Accuracy under attack for a list of epsilons (pixel units), with a curve."""
-    from ..attack.methods import parse_eps_list
+    from ..attack.budget import parse_eps_list
     from ..attack.robustness import robustness as _robustness
     from ..report.text import robustness_lines
 
@@ -548,21 +620,23 @@ def robustness(
 def featuremaps(
     image: Annotated[Path | None, typer.Argument(metavar="IMAGE", help="Photo (not needed with --list-layers).",
                                                  show_default=False)] = None,
-    backbone: BackboneOpt = DEFAULT_BACKBONE,
-    run: RunOpt = None,
+    model: ModelOpt = None,
     layer: Annotated[str | None, typer.Option(
         "--layer", "-l", help="Name or position from --list-layers (default: a mid-level block)")] = None,
     list_layers: Annotated[bool, typer.Option("--list-layers", help="Print layers, output shapes.")] = False,
     out_png: Annotated[Path, typer.Option("--out", "-o", metavar="PNG", help="Figure (.png).")
                        ] = Path("featuremaps.png"),
     as_json: JsonOpt = False,
+    backbone: BackboneAlias = None,
+    run: RunAlias = None,
 ) -> None:
     """Feature maps of one layer: the most active channels and a heat map over the photo."""
     from ..explain import featuremaps as _fm
     from ..run import load
 
+    model = _model(model, run, backbone)
     if list_layers:
-        layers = _fm.list_layers(load(run or backbone))
+        layers = _fm.list_layers(load(model))
         if as_json:
             _print_json([{"name": li.name, "shape": list(li.shape)} for li in layers])
         else:
@@ -571,7 +645,7 @@ def featuremaps(
         return
     if image is None:
         raise TransferlabError("give an IMAGE (or --list-layers)")
-    fm, path = _fm.featuremaps(image, run or backbone, layer=layer, out=out_png)
+    fm, path = _fm.featuremaps(image, model, layer=layer, out=out_png)
     if as_json:
         _print_json(fm.to_dict() | {"out": str(path)})
     else:
@@ -584,10 +658,9 @@ def featuremaps(
 def dream(
     target: ClassArg,
     out_png: DreamPng,
-    backbone: BackboneOpt = DEFAULT_BACKBONE,
-    run: RunOpt = None,
+    model: ModelOpt = None,
     method: Annotated[DreamMethod, typer.Option(
-        "--method", "-m", help="lucid: robust, readable; plain: the lesson's.")] = DreamMethod.lucid,
+        "--method", help="lucid: robust, readable; plain: the lesson's.")] = DreamMethod.lucid,
     steps: StepsOpt = None,
     tv: Annotated[float | None, typer.Option("--tv", min=0, help="Total-variation weight (default: plain 0.005, "
                                                                  "lucid 0)")] = None,
@@ -597,16 +670,18 @@ def dream(
     from_image: Annotated[Path | None, typer.Option("--from", metavar="IMAGE", help="Start from this photo.")
                           ] = None,
     check_with: Annotated[str | None, typer.Option(
-        "--check-with", metavar="BACKBONE", help="Score the saved PNG with an independent backbone.")] = None,
+        "--check-with", metavar="MODEL", help="Score the saved PNG with an independent backbone or run.")] = None,
     snapshots: Annotated[int, typer.Option("--snapshots", min=0, help="Also save a strip of K steps.")] = 0,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    backbone: BackboneAlias = None,
+    run: RunAlias = None,
 ) -> None:
     """Optimise an image until the model says CLASS; probabilities are of the saved 8-bit PNG."""
     from ..explain.dream import dream as _dream
     from ..report.text import dream_lines
 
-    r = _dream(target, run or backbone, method=_val(method), steps=steps, tv=tv, lr=lr, seed=seed,
+    r = _dream(target, _model(model, run, backbone), method=_val(method), steps=steps, tv=tv, lr=lr, seed=seed,
                check_with=check_with, init_image=from_image, snapshots=snapshots, out=out_png,
                progress=not quiet)
     if as_json:

@@ -73,7 +73,7 @@ def digits_section(out: Path, quiet: bool = True) -> dict:
     root = digits_folder(out)
     ds = load_dataset(root)
     run = train(ds, backbone="efficientnet_lite0", mode="linear", val_fraction=0.2, seed=0,
-                out=out / "digits-run", progress=not quiet)
+                out=out / "digits-run", overwrite=True, progress=not quiet)  # the demo's own folder
     feat_acc = float(run.metrics["val_accuracy"])
     # Raw pixels, the same seeded split (image i of load_digits is file i.png).
     tr, va = ds.train_val_split(0.2, 0)
@@ -104,7 +104,7 @@ def run_demo(out: str | Path = "demo-out", quiet: bool = False, log=print) -> Pa
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sections = []
-    from ..attack import methods as attack
+    from ..attack import single as attack
     from ..explain import dream
     from ..explain import featuremaps as inspect
 

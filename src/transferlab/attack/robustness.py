@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from ..errors import DataError, TransferlabError, UnknownClass
-from .methods import AttackSpec, _Net, eps_label, run_attack
+from .budget import AttackSpec, eps_label
+from .core import AttackNet, run_attack
 
 ROBUSTNESS_METHODS = ("fgsm", "pgd", "pgd-l2")
 DEFAULT_EPS = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
@@ -122,7 +123,7 @@ def _attack_all(run, paths: list[str], y_sel: torch.Tensor, o: RobustnessOptions
     from ..data.loader import iter_batches
     from ..progress import resolve
 
-    net = _Net(run.model)
+    net = AttackNet(run.model)
     correct = dict.fromkeys(o.eps, 0)
     skipped: list[dict] = []
     n_ok = 0

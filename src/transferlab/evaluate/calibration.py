@@ -19,11 +19,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-from torch import nn
 
 BINS = 15
 LOG_T_BOUNDS = (math.log(0.05), math.log(20.0))  # far outside anything a sane head needs
+# With no error among the held-out images the NLL falls forever as T -> 0 (every answer right, so
+# "be certain" looks best): such a T says nothing about new photos, so it is not fitted.
+MIN_IMAGES = 20
 
 
 def reliability(probs: np.ndarray, y: np.ndarray, bins: int = BINS) -> dict:
@@ -83,16 +84,23 @@ def calibrate(logits: np.ndarray, y: np.ndarray, source: str = "val", bins: int 
     """Fit T on held-out ``logits`` and report what it does there: what ``config["calibration"]``
     holds. ``source`` says where the logits came from (``val``, ``cv``)."""
     y = np.asarray(y)
-    t = fit_temperature(logits, y)
+    errors = int((np.asarray(logits).argmax(1) != y).sum())
+    fitted = len(y) >= MIN_IMAGES and errors > 0
+    t = fit_temperature(logits, y) if fitted else 1.0
     before, after = softmax(logits), softmax(logits, t)
     return {"temperature": t, "ece_before": ece(before, y, bins), "ece_after": ece(after, y, bins),
             "nll_before": nll(logits, y), "nll_after": nll(logits, y, t), "bins": bins, "n": len(y),
-            "source": source}
+            "errors": errors, "source": source,
+            "fitted": fitted, **({} if fitted else {"note": f"T kept at 1: {len(y)} held-out images with {errors} "
+                                                              f"errors (needs >= {MIN_IMAGES} and an error)"})}
 
 
-def apply_temperature(head: nn.Module, temperature: float) -> nn.Module:
+def apply_temperature(head, temperature: float):
     """Divide the head's logits by T by scaling its last linear layer in place (exact:
-    ``W x + b`` -> ``(W x + b) / T``); returns the head."""
+    ``W x + b`` -> ``(W x + b) / T``); returns the head (an ``nn.Module``)."""
+    import torch
+    from torch import nn
+
     if temperature == 1.0:
         return head
     last = [m for m in head.modules() if isinstance(m, nn.Linear)]

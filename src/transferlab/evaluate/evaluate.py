@@ -9,6 +9,7 @@ import numpy as np
 from .._io import check_writable, ensure_outside, write_json
 from ..data.datasets import ImageDataset, load_dataset
 from ..errors import DataError
+from .calibration import reliability
 from .metrics import classification_metrics
 
 
@@ -53,7 +54,7 @@ def evaluate(run, data, split: str | None = None, out: str | Path | None = None,
              label: str | None = None, progress=True, **predict_options) -> dict:
     """Metrics of ``run`` on ``data``; with ``out``, also writes metrics.json and the figures.
     An ``out`` inside DATA or not writable is refused before any image is read."""
-    from ..report.figures import confusion_figure, top_losses_figure
+    from ..report.figures import confusion_figure, reliability_figure, top_losses_figure
 
     if out is not None:
         ensure_outside(out, (data.root or None) if isinstance(data, ImageDataset) else data)
@@ -65,6 +66,10 @@ def evaluate(run, data, split: str | None = None, out: str | Path | None = None,
     ok = np.array([p not in bad for p in ds.paths])
     y_ok = y[ok]
     m = classification_metrics(y_ok, probs, run.classes)
+    if len(y_ok):  # of the probabilities the run gives: calibrated when it stores a temperature
+        rel = reliability(probs, y_ok)
+        m.update({"ece": rel["ece"], "reliability": rel,
+                  "temperature": (run.config.get("calibration") or {}).get("temperature")})
     m.update({"run": run.name, "data": ds.root, "split": ds.split, "skipped": len(skipped),
               "skipped_files": [{"path": p, "reason": r} for p, r in skipped]})
     if out is None:
@@ -83,6 +88,10 @@ def evaluate(run, data, split: str | None = None, out: str | Path | None = None,
         confusion_figure(m["confusion"], run.classes, out / "confusion.png", title=f"{ds.split or 'all'} confusion"),
         top_losses_figure(top, out / "top_losses.png", run.data_config),
     ]
+    if "reliability" in m:
+        t = m["temperature"]
+        figs.append(reliability_figure({"run" if t is None else f"run (T = {t:.2f})": m["reliability"]},
+                                       out / "reliability.png", title=f"Reliability on {ds.split or 'all'}"))
     m["figures"] = [str(f) for f in figs]
     write_json(out / "metrics.json", m)
     return m

@@ -122,23 +122,21 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return (dh + dw).mean()
 
 
-def random_transform(x: torch.Tensor, copies: int, out_size: int, generator: torch.Generator,
-                     jitter: float = 16, scale: tuple[float, float] = (0.85, 1.15),
-                     degrees: float = 10) -> torch.Tensor:
-    """``copies`` randomly shifted, scaled and rotated views of each image of ``x`` [B, 3, S, S]
-    (image-major: [B * copies, 3, out, out]) in one ``grid_sample``: Lucid's pad + jitter +
-    random_scale + random_rotate, fused. Reflection padding, so the border never becomes a
-    feature the network can latch onto."""
-    g = generator
-    n = x.shape[0] * copies
-    ang = (torch.rand(n, generator=g) * 2 - 1) * math.radians(degrees)
+def random_transform(x: torch.Tensor, out_size: int, generator: torch.Generator, st: DreamSettings) -> torch.Tensor:
+    """``st.copies`` randomly shifted (``st.jitter`` px), scaled (``st.scale``) and rotated
+    (``st.degrees``) views of each image of ``x`` [B, 3, S, S] (image-major: [B * copies, 3, out,
+    out]) in one ``grid_sample``: Lucid's pad + jitter + random_scale + random_rotate, fused.
+    Reflection padding, so the border never becomes a feature the network can latch onto."""
+    g, scale = generator, st.scale
+    n = x.shape[0] * st.copies
+    ang = (torch.rand(n, generator=g) * 2 - 1) * math.radians(st.degrees)
     zoom = scale[0] + torch.rand(n, generator=g) * (scale[1] - scale[0])
-    shift = (torch.rand(n, 2, generator=g) * 2 - 1) * (2 * jitter / x.shape[-1])
+    shift = (torch.rand(n, 2, generator=g) * 2 - 1) * (2 * st.jitter / x.shape[-1])
     cos, sin = torch.cos(ang) / zoom, torch.sin(ang) / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
                          torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta.to(x.device), [n, 3, out_size, out_size], align_corners=False)
-    return F.grid_sample(x.repeat_interleave(copies, 0), grid, mode="bilinear", padding_mode="reflection",
+    return F.grid_sample(x.repeat_interleave(st.copies, 0), grid, mode="bilinear", padding_mode="reflection",
                          align_corners=False)
 
 
@@ -217,71 +215,94 @@ def score_image(model: nn.Module, image: np.ndarray | Image.Image, data_config, 
 # The optimisation
 # --------------------------------------------------------------------------------------------
 DEFAULTS = {
-    "plain": {"steps": 200, "lr": 0.02, "tv": 0.005, "ce_weight": 10.0},
+    "plain": {"steps": 200, "lr": 0.02, "tv": 0.005},
     # Chosen by a sweep over 10 classes (BENCHMARKS.md, issue 4): the margin objective and
     # strong jitter / scale / rotation made the most images that mobilenet_v2 also recognises.
     "lucid": {"steps": 512, "lr": 0.05, "tv": 0.0, "copies": 2, "objective": "margin", "decay": 1.0,
               "jitter": 32, "scale": (0.6, 1.4), "degrees": 30},
 }
-
+PLAIN_CE_WEIGHT = 10.0  # the lesson's loss: 10 * cross-entropy + tv * total variation
 
 SETTINGS = ("steps", "lr", "tv", "copies", "objective", "decay", "jitter", "scale", "degrees")
 
 
-def resolve_settings(method: str, given: dict) -> dict:
-    """The method's defaults overridden by ``given`` (None = default); unknown names are an error."""
-    if method not in METHODS:
-        raise TransferlabError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
-    unknown = set(given) - set(SETTINGS) - {"seed", "snapshots"}
-    if unknown:
-        raise TransferlabError(f"unknown dream setting(s): {', '.join(sorted(unknown))} "
-                               f"(settings: {', '.join(SETTINGS)}, seed, snapshots)")
-    d = DEFAULTS[method]
-    st = {k: (d[k] if given.get(k) is None else given[k]) for k in SETTINGS if k in d}
-    if st.get("objective", "prob") not in OBJECTIVES:
-        raise TransferlabError(f"unknown objective '{st['objective']}'; choose from {', '.join(OBJECTIVES)}")
-    return st
+@dataclass(frozen=True)
+class DreamSettings:
+    """How to dream: the method, its knobs (:data:`SETTINGS`), the seed and how many snapshots
+    to keep. Build it with :meth:`make`, which fills the method's defaults (:data:`DEFAULTS`)."""
+
+    method: str = "lucid"
+    steps: int = 512
+    lr: float = 0.05
+    tv: float = 0.0
+    copies: int = 2
+    objective: str = "margin"
+    decay: float = 1.0
+    jitter: float = 32
+    scale: tuple[float, float] = (0.6, 1.4)
+    degrees: float = 30
+    seed: int = 0
+    snapshots: int = 0
+
+    @classmethod
+    def make(cls, method: str = "lucid", **given) -> DreamSettings:
+        """The method's defaults overridden by ``given`` (None = default); unknown names, methods
+        and objectives are a :class:`~transferlab.errors.TransferlabError`."""
+        if method not in METHODS:
+            raise TransferlabError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
+        unknown = set(given) - set(SETTINGS) - {"seed", "snapshots"}
+        if unknown:
+            raise TransferlabError(f"unknown dream setting(s): {', '.join(sorted(unknown))} "
+                                   f"(settings: {', '.join(SETTINGS)}, seed, snapshots)")
+        d = DEFAULTS[method]
+        st = {k: (d[k] if given.get(k) is None else given[k]) for k in SETTINGS if k in d}
+        if st.get("objective", "prob") not in OBJECTIVES:
+            raise TransferlabError(f"unknown objective '{st['objective']}'; choose from {', '.join(OBJECTIVES)}")
+        return cls(method=method, seed=int(given.get("seed") or 0), snapshots=int(given.get("snapshots") or 0),
+                   **st)
+
+    def used(self) -> dict:
+        """The knobs that apply to this method, as reported in results."""
+        return {k: getattr(self, k) for k in SETTINGS if k in DEFAULTS[self.method]}
 
 
-def _parameterise(method: str, st: dict, size: int, init: torch.Tensor | None, b: int, g: torch.Generator):
+def _parameterise(st: DreamSettings, size: int, init: torch.Tensor | None, b: int, g: torch.Generator):
     start = None if init is None else init.to(torch.float32).expand(b, -1, -1, -1)
-    if method == "plain":
+    if st.method == "plain":
         return PixelImage(torch.rand(b, 3, size, size, generator=g) if start is None else start)
-    return FourierImage(size, batch=b, decay=st["decay"], generator=g, init=start)
+    return FourierImage(size, batch=b, decay=st.decay, generator=g, init=start)
 
 
-def optimise_image(model: nn.Module, target: int | Sequence[int], size: int, *, method: str = "lucid",
-                   init: torch.Tensor | None = None, on_step=None,
-                   **settings) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
+def _loss(model: nn.Module, img: torch.Tensor, tgt: torch.Tensor, st: DreamSettings, g: torch.Generator):
+    """plain: the lesson's weighted cross-entropy; lucid: the objective over jittered copies;
+    both plus ``tv`` x total variation."""
+    if st.method == "plain":
+        loss = PLAIN_CE_WEIGHT * F.cross_entropy(model(img), tgt)
+    else:
+        views = random_transform(img, img.shape[-1], g, st)
+        loss = class_objective(model(views), tgt.repeat_interleave(st.copies), st.objective)
+    return loss + st.tv * total_variation(img) if st.tv else loss
+
+
+def optimise_image(model: nn.Module, target: int | Sequence[int], size: int, settings: DreamSettings,
+                   init: torch.Tensor | None = None, on_step=None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Core loop, model-agnostic. ``target``: one class index, or several to dream a batch at once
     (images are independent: the model is in eval mode). Returns (final [B, 3, S, S] in [0, 1],
-    snapshots [B, 3, S, S] each, settings used).
+    ``settings.snapshots`` intermediate [B, 3, S, S] images).
 
-    ``settings``: ``seed``, ``snapshots`` (how many intermediate images to keep) and the
-    method's knobs (:data:`SETTINGS`; None = the method's default, :data:`DEFAULTS`).
     ``init``: [3, S, S] pixels to start from instead of noise. ``on_step(i, loss)`` is called
     after every step (progress bars).
     """
-    st = resolve_settings(method, settings)
-    seed, snapshots = int(settings.get("seed") or 0), int(settings.get("snapshots") or 0)
+    st = settings
     dev = next(model.parameters()).device
     tgt = torch.tensor([target] if isinstance(target, int) else list(target), device=dev)
-    g = torch.Generator().manual_seed(seed)
-    param = _parameterise(method, st, size, init, len(tgt), g).to(dev)
-    opt = torch.optim.Adam(param.parameters(), lr=st["lr"])
-    steps = st["steps"]
-    keep = {round(i * steps / (snapshots + 1)) for i in range(1, snapshots + 1)}
+    g = torch.Generator().manual_seed(st.seed)
+    param = _parameterise(st, size, init, len(tgt), g).to(dev)
+    opt = torch.optim.Adam(param.parameters(), lr=st.lr)
+    keep = {round(i * st.steps / (st.snapshots + 1)) for i in range(1, st.snapshots + 1)}
     shots: list[torch.Tensor] = []
-    for i in range(steps):
-        img = param()
-        if method == "plain":
-            loss = DEFAULTS["plain"]["ce_weight"] * F.cross_entropy(model(img), tgt)
-        else:
-            c = st["copies"]
-            views = random_transform(img, c, size, g, st["jitter"], st["scale"], st["degrees"])
-            loss = class_objective(model(views), tgt.repeat_interleave(c), st["objective"])
-        if st["tv"]:
-            loss = loss + st["tv"] * total_variation(img)
+    for i in range(st.steps):
+        loss = _loss(model, param(), tgt, st, g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -291,23 +312,23 @@ def optimise_image(model: nn.Module, target: int | Sequence[int], size: int, *, 
         if on_step is not None:
             on_step(i, loss.item())
     with torch.no_grad():
-        final = param().detach().cpu()
-    return final, shots, st
+        return param().detach().cpu(), shots
 
 
-def dream(target: str, model: str | Path = "efficientnet_lite0", *, method: str = "lucid",
-          check_with: str | None = None, init_image: str | Path | None = None, out: str | Path | None = None,
-          progress=True, **settings) -> DreamResult:
+def dream(target: str, model: str | Path = "efficientnet_lite0", *, check_with: str | None = None,
+          init_image: str | Path | None = None, out: str | Path | None = None, progress=True,
+          **settings) -> DreamResult:
     """Make an image ``model`` (a run directory or backbone name) classifies as ``target``.
 
     ``target``: an ImageNet class (fuzzy: ``siamese``) or one of a run's classes. ``check_with``:
-    a second backbone that scores the saved image. ``init_image``: start from this photo.
-    ``settings``: ``steps``, ``tv``, ``lr``, ``seed``, ``snapshots``... (see :func:`optimise_image`).
+    a second model (backbone name or run directory) that scores the saved image. ``init_image``:
+    start from this photo. ``settings``: ``method`` (lucid | plain), ``steps``, ``tv``, ``lr``,
+    ``seed``, ``snapshots``... (see :class:`DreamSettings`).
     """
     from ..progress import resolve
     from ..run import load
 
-    resolve_settings(method, settings)  # fail before loading anything
+    st = DreamSettings.make(**settings)  # fail before loading anything
     if out is not None and Path(out).suffix.lower() != ".png":
         raise TransferlabError(f"--out must be a .png file (lossless), got {out}")
     run = load(model)
@@ -315,15 +336,15 @@ def dream(target: str, model: str | Path = "efficientnet_lite0", *, method: str 
     dc = run.data_config
     init = load_image(init_image, dc) if init_image else None
     t0 = time.perf_counter()
-    with resolve(progress)(f"dream {method}", settings.get("steps") or DEFAULTS[method]["steps"]) as adv:
-        final, shots, used = optimise_image(run.model, idx, dc.input_size, method=method, init=init,
-                                            on_step=lambda i, loss: adv(1, info=f"loss {loss:.3f}"), **settings)
+    with resolve(progress)(f"dream {st.method}", st.steps) as adv:
+        final, shots = optimise_image(run.model, idx, dc.input_size, st, init,
+                                      on_step=lambda i, loss: adv(1, info=f"loss {loss:.3f}"))
     img8 = to_uint8(final[0])
     prob, top = score_image(run.model, img8, dc, run.classes, idx)
     res = DreamResult(
         image=img8, target=run.classes[idx], target_index=idx, prob=prob, top=top, model=run.name,
-        method=method, steps=used["steps"], seed=int(settings.get("seed") or 0),
-        seconds=time.perf_counter() - t0, settings=used, snapshots=[to_uint8(s[0]) for s in shots],
+        method=st.method, steps=st.steps, seed=st.seed, seconds=time.perf_counter() - t0, settings=st.used(),
+        snapshots=[to_uint8(s[0]) for s in shots],
     )
     if check_with:
         res.check = check_image(img8, run.classes[idx], check_with)
@@ -332,11 +353,12 @@ def dream(target: str, model: str | Path = "efficientnet_lite0", *, method: str 
     return res
 
 
-def check_image(image: np.ndarray, target: str, backbone: str) -> dict:
-    """Score an image with an independent ImageNet backbone: does it see ``target`` too?"""
+def check_image(image: np.ndarray, target: str, model: str | Path) -> dict:
+    """Score an image with an independent model (backbone name or run directory): does it see
+    ``target`` too?"""
     from ..run import load
 
-    other = load(backbone)
+    other = load(model)
     try:
         j = other.class_index(target)
     except TransferlabError:
@@ -351,33 +373,13 @@ def check_image(image: np.ndarray, target: str, backbone: str) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# Figures and the demo
+# The demo
 # --------------------------------------------------------------------------------------------
-def comparison_figure(results: list[DreamResult], path: str | Path, titles: list[str] | None = None) -> Path:
-    """Dreams side by side, each titled with its own-model (and check-model) probability."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..report.figures import save_figure
-
-    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 4.1))
-    for ax, r, t in zip(np.atleast_1d(axes), results, titles or [r.method for r in results], strict=True):
-        ax.imshow(r.image)
-        ax.axis("off")
-        sub = f"p={r.prob:.2f} on {Path(r.model).name}"
-        if r.check:
-            c = r.check
-            sub += f"\n{Path(c['backbone']).name}: {c['top'][0][0]} {c['top'][0][1]:.2f}"
-        ax.set_title(f"{t}\n{sub}", fontsize=9)
-    fig.suptitle(f"ideal '{results[0].target}'")
-    return save_figure(fig, path)
-
-
 def demo_section(out_dir: Path, quiet: bool = True) -> dict:
     """The lesson's ideal "Siamese cat" (plain, TV-smoothed) next to the lucid one, both checked
     by mobilenet_v2. Short runs so the demo stays within its two minutes on 2 cores."""
+    from ..report.figures import dream_comparison_figure
+
     out_dir = Path(out_dir) / "dream"
     out_dir.mkdir(parents=True, exist_ok=True)
     check = "mobilenet_v2"
@@ -399,7 +401,8 @@ def demo_section(out_dir: Path, quiet: bool = True) -> dict:
         r = dream("Siamese cat", "efficientnet_lite0", seed=0, check_with=check, progress=not quiet, **kw)
         r.save(out_dir / f"siamese_{r.method}.png")
         results.append(r)
-    fig = comparison_figure(results, out_dir / "siamese_plain_vs_lucid.png", [t for t, _ in runs])
+    fig = dream_comparison_figure([r.image for r in results], [r.to_dict() for r in results],
+                                  out_dir / "siamese_plain_vs_lucid.png", [t for t, _ in runs])
     lines = []
     for (title, _), r in zip(runs, results, strict=True):
         line = (f"{title}: p(Siamese cat) = {r.prob:.3f} on efficientnet_lite0 "

@@ -113,54 +113,11 @@ def feature_maps(run, image, layer: str | None = None, n_channels: int = 16) -> 
     return FeatureMaps(layer, a, x.permute(1, 2, 0).numpy(), [int(c) for c in order])
 
 
-def _upsample(m: np.ndarray, size: int) -> np.ndarray:
-    t = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))[None, None]
-    up = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
-    return up[0, 0].numpy()
+def draw(fm: FeatureMaps, path: str | Path, title: str = "") -> Path:
+    """The figure of :func:`transferlab.report.figures.featuremaps_figure` for ``fm``."""
+    from ..report.figures import featuremaps_figure
 
-
-def _unit(m: np.ndarray) -> np.ndarray:
-    lo, hi = float(m.min()), float(m.max())
-    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
-
-
-FIG_DPI = 100
-FIG_INCHES = (16.0, 8.0)  # fixed canvas (no tight bbox) so the PNG is always 1600 x 800
-
-
-def featuremaps_figure(fm: FeatureMaps, path: str | Path, title: str = "") -> Path:
-    """Left: photo with the channel-mean heat map. Right: a 4x4 grid of the most active
-    channels, each a heat map over a grey thumbnail of the photo."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .._io import atomic_write
-
-    img = fm.image
-    s = img.shape[0]
-    grey = img.mean(2)
-    fig = plt.figure(figsize=FIG_INCHES, dpi=FIG_DPI)
-    gs = fig.add_gridspec(4, 8, left=0.01, right=0.99, bottom=0.02, top=0.9, wspace=0.05, hspace=0.18)
-    ax = fig.add_subplot(gs[:, :4])
-    ax.imshow(img)
-    ax.imshow(_upsample(_unit(fm.heat), s), cmap="inferno", alpha=0.55)
-    ax.set_title(f"{fm.layer}: channel mean |activation| over the photo", fontsize=11)
-    ax.axis("off")
-    for k, c in enumerate(fm.top_channels[:16]):
-        a = fig.add_subplot(gs[k // 4, 4 + k % 4])
-        a.imshow(grey, cmap="gray", vmin=0, vmax=1)
-        a.imshow(_upsample(_unit(fm.activations[c]), s), cmap="viridis", alpha=0.7)
-        a.set_title(f"ch {c}  mean {fm.activations[c].mean():.2f}", fontsize=8)
-        a.axis("off")
-    c, h, w = fm.activations.shape
-    fig.suptitle(title or f"feature maps of {fm.layer} ({c} channels, {h}x{w}); most active channels right",
-                 fontsize=13)
-    path = Path(path)
-    atomic_write(path, lambda p: fig.savefig(p, dpi=FIG_DPI, format="png"))
-    plt.close(fig)
-    return path
+    return featuremaps_figure(fm.image, fm.activations, fm.top_channels, path, fm.layer, title)
 
 
 def featuremaps(image, model: str | Path = "efficientnet_lite0", layer: str | None = None,
@@ -173,7 +130,7 @@ def featuremaps(image, model: str | Path = "efficientnet_lite0", layer: str | No
     name = Path(image).name if isinstance(image, (str, Path)) else "image"
     c, h, w = fm.activations.shape
     title = f"{Path(run.name).name} · {fm.layer} ({c}x{h}x{w}) · {name}"
-    return fm, featuremaps_figure(fm, out, title)
+    return fm, draw(fm, out, title)
 
 
 def demo_section(out_dir: Path, quiet: bool = True) -> dict:
@@ -192,7 +149,7 @@ def demo_section(out_dir: Path, quiet: bool = True) -> dict:
     for layer in (names[2], default_layer(names), names[-2]):
         fm = feature_maps(run, photo, layer)
         c, h, w = fm.activations.shape
-        figs.append(featuremaps_figure(fm, out_dir / f"chelsea_{layer.replace('.', '_')}.png",
-                                       f"efficientnet_lite0 · {layer} ({c}x{h}x{w}) · chelsea"))
+        figs.append(draw(fm, out_dir / f"chelsea_{layer.replace('.', '_')}.png",
+                         f"efficientnet_lite0 · {layer} ({c}x{h}x{w}) · chelsea"))
         lines.append(f"{layer}: {c} channels at {h}x{w}; most active channels {fm.top_channels[:5]}")
     return {"title": "Feature maps of chelsea (efficientnet_lite0)", "figures": figs, "text": lines}

@@ -67,9 +67,11 @@ class ViewSpec:
         """One member, no option: just a backbone (perhaps at another size)."""
         return len(self.members) == 1 and self.norm == "std" and not self.flip
 
-    def name(self, sizes: list[int]) -> str:
-        """Canonical name: every member with its size, options in a fixed order."""
-        body = "+".join(f"{m.name}@{s}" for m, s in zip(self.members, sizes, strict=True))
+    def name(self, sizes: list[int] | None = None) -> str:
+        """Canonical name: every member with its size (``sizes``, else the members' own), options
+        in a fixed order."""
+        sizes = sizes or [m.size for m in self.members]
+        body = "+".join(f"{m.name}@{s}" if s else m.name for m, s in zip(self.members, sizes, strict=True))
         opts = [o for o in (self.norm if self.norm != "std" else "", "flip" if self.flip else "") if o]
         return body + (":" + ",".join(opts) if opts else "")
 

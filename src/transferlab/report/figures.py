@@ -13,9 +13,12 @@ import numpy as np
 from .._io import atomic_write
 
 
-def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+def save_figure(fig, path: str | Path, dpi: int = 110, tight: bool = True) -> Path:
+    """Write ``fig`` atomically and close it. ``tight=False`` keeps the canvas size as drawn
+    (a figure whose PNG size is part of its contract)."""
     path = Path(path)
-    atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, bbox_inches="tight", format=path.suffix[1:] or "png"))
+    bbox = "tight" if tight else None
+    atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, bbox_inches=bbox, format=path.suffix[1:] or "png"))
     plt.close(fig)
     return path
 
@@ -113,8 +116,9 @@ def reliability_figure(curves: dict[str, dict], path: str | Path, title: str = "
         has = np.isfinite(acc)
         ax.bar(centers[has], acc[has], width=width[has] * 0.95, color="#4a7ab7", edgecolor="#23466e",
                label="accuracy")
-        ax.bar(centers[has], (conf - acc)[has], bottom=acc[has], width=width[has] * 0.95, color="#e07b7b",
-               alpha=0.55, label="gap to confidence")
+        ax.bar(centers[has], (conf - acc)[has], bottom=acc[has], width=width[has] * 0.95, fill=False,
+               hatch="///", edgecolor="#c0392b", linewidth=0.8, label="gap to mean confidence")
+        ax.plot(centers[has], conf[has], "_", color="black", markersize=9, label="mean confidence")
         for x, n in zip(centers[has], np.asarray(r["count"])[has], strict=True):
             ax.text(x, 0.01, str(n), ha="center", va="bottom", fontsize=6, rotation=90, color="white")
         ax.plot([0, 1], [0, 1], "--", color="#555", linewidth=1)
@@ -147,3 +151,102 @@ def contact_sheet_figure(items: list[dict], path: str | Path, data_config, cols:
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Explain and attack: arrays and result dicts in (the caller ran the model), PNG path out
+# --------------------------------------------------------------------------------------------
+def _top_bars(ax, probs: np.ndarray, classes: list[str], highlight: str, k: int = 3) -> None:
+    """Horizontal bars of the ``k`` most probable classes, the top one in ``highlight``."""
+    idx = np.argsort(-np.asarray(probs))[:k][::-1]
+    ax.barh([classes[i][:28] for i in idx], [float(probs[i]) for i in idx],
+            color=["#888"] * (len(idx) - 1) + [highlight])
+    ax.set_xlim(0, 1)
+    ax.tick_params(labelsize=8)
+
+
+def attack_figure(images: dict[str, np.ndarray], probs: dict[str, np.ndarray], classes: list[str],
+                  result: dict, path: str | Path) -> Path:
+    """original | perturbation (amplified, scale printed) | adversarial, each with top-3 bars.
+
+    ``images`` and ``probs``: keys ``original``, ``perturbation`` (already amplified), and
+    ``adversarial``; [S, S, 3] floats in [0, 1] and [K] probabilities. ``result``: the dict of
+    :func:`transferlab.attack.single.attack_image` plus ``amplification`` (the factor)."""
+    from .text import _db
+
+    r, o, a = result, result["original"], result["adversarial"]
+    titles = {
+        "original": f"original\n{o['class']} ({o['prob']:.2f})",
+        "perturbation": f"perturbation ×{r['amplification']:.0f}\nL∞ = {r['linf_255']:.1f}/255, "
+                        f"L2 = {r['l2']:.2f}, PSNR {_db(r['psnr_db'])}",
+        "adversarial": f"adversarial ({r['method']}, ε = {r['eps_label']})\n{a['class']} ({a['prob']:.2f})"
+                       f" — {'success' if r['success'] else 'FAILED'}",
+    }
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.2), gridspec_kw={"height_ratios": [3, 1.1]})
+    for j, key in enumerate(titles):
+        axes[0, j].imshow(np.clip(images[key], 0, 1))
+        axes[0, j].set_title(titles[key], fontsize=9)
+        axes[0, j].axis("off")
+        _top_bars(axes[1, j], probs[key], classes, "#c33" if key == "adversarial" else "#36c")
+    axes[1, 1].set_title("model on the amplified perturbation alone", fontsize=8)
+    goal = f"targeted → {r['target']}" if r["targeted"] else "untargeted"
+    fig.suptitle(f"{r['model']}: {goal}", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def dream_comparison_figure(images: list[np.ndarray], results: list[dict], path: str | Path,
+                            titles: list[str] | None = None) -> Path:
+    """Dreams side by side, each titled with its own-model (and check-model) probability.
+    ``results``: :meth:`transferlab.explain.dream.DreamResult.to_dict` of each image."""
+    fig, axes = plt.subplots(1, len(images), figsize=(3.6 * len(images), 4.1))
+    titles = titles or [r["method"] for r in results]
+    for ax, img, r, t in zip(np.atleast_1d(axes), images, results, titles, strict=True):
+        ax.imshow(img)
+        ax.axis("off")
+        sub = f"p={r['prob']:.2f} on {Path(r['model']).name}"
+        if r.get("check"):
+            c = r["check"]
+            sub += f"\n{Path(c['backbone']).name}: {c['top'][0][0]} {c['top'][0][1]:.2f}"
+        ax.set_title(f"{t}\n{sub}", fontsize=9)
+    fig.suptitle(f"ideal '{results[0]['target']}'")
+    return save_figure(fig, path)
+
+
+FEATUREMAPS_DPI = 100
+FEATUREMAPS_INCHES = (16.0, 8.0)  # fixed canvas (no tight bbox) so the PNG is always 1600 x 800
+
+
+def _unit_upsampled(m: np.ndarray, size: int) -> np.ndarray:
+    """A map scaled to [0, 1] and resized (bilinear) to ``size`` x ``size``."""
+    from PIL import Image
+
+    lo, hi = float(m.min()), float(m.max())
+    unit = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+    up = Image.fromarray(np.asarray(unit, np.float32), "F").resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(up)
+
+
+def featuremaps_figure(image: np.ndarray, activations: np.ndarray, channels: list[int], path: str | Path,
+                       layer: str, title: str = "") -> Path:
+    """Left: ``image`` ([S, S, 3] in [0, 1], what the model saw) with the channel mean of
+    |``activations``| ([C, h, w] of ``layer``) as a heat map. Right: a 4x4 grid of the first 16
+    ``channels`` (most active first), each a heat map over a grey thumbnail of the photo."""
+    s, grey = image.shape[0], image.mean(2)
+    fig = plt.figure(figsize=FEATUREMAPS_INCHES, dpi=FEATUREMAPS_DPI)
+    gs = fig.add_gridspec(4, 8, left=0.01, right=0.99, bottom=0.02, top=0.9, wspace=0.05, hspace=0.18)
+    ax = fig.add_subplot(gs[:, :4])
+    ax.imshow(image)
+    ax.imshow(_unit_upsampled(np.abs(activations).mean(0), s), cmap="inferno", alpha=0.55)
+    ax.set_title(f"{layer}: channel mean |activation| over the photo", fontsize=11)
+    ax.axis("off")
+    for k, c in enumerate(channels[:16]):
+        a = fig.add_subplot(gs[k // 4, 4 + k % 4])
+        a.imshow(grey, cmap="gray", vmin=0, vmax=1)
+        a.imshow(_unit_upsampled(activations[c], s), cmap="viridis", alpha=0.7)
+        a.set_title(f"ch {c}  mean {activations[c].mean():.2f}", fontsize=8)
+        a.axis("off")
+    c, h, w = activations.shape
+    fig.suptitle(title or f"feature maps of {layer} ({c} channels, {h}x{w}); most active channels right",
+                 fontsize=13)
+    return save_figure(fig, path, dpi=FEATUREMAPS_DPI, tight=False)

@@ -144,3 +144,36 @@ def export_lines(r) -> list[str]:
             f"speed, batch {r.batch_size}: PyTorch fp32 {r.torch_img_s:.0f} img/s, "
             f"onnxruntime {r.onnx_img_s:.0f} img/s",
             f"predict without PyTorch: transferlab predict {r.out_dir} PHOTOS..."]
+
+
+def leaderboard_lines(rows: list[dict], top: int = 20) -> list[str]:
+    """The auto search's leaderboard (best first) as an aligned table; skipped rows summed up."""
+    scored = [r for r in rows if r.get("rank") not in ("", None)][:top]
+    skipped = [r for r in rows if r.get("rank") in ("", None)]
+    head = ("#", "candidate", "C", "CV accuracy", "fit s", "img/s")
+    body = [(str(r["rank"]), r["candidate"], "" if r["C"] in ("", None) else f"{float(r['C']):g}",
+             f"{r['cv_accuracy']:.2%} ± {r['cv_sd']:.2%}", f"{r['fit_s']:.2f}", f"{r['predict_img_s']:.0f}")
+            for r in scored]
+    widths = [max(len(x[i]) for x in (head, *body)) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in (head, *body)]
+    if skipped:
+        lines.append(f"skipped for the budget: {', '.join(r['candidate'] for r in skipped)}")
+    return lines
+
+
+def calibration_line(cal: dict | None) -> str | None:
+    """ECE before/after temperature scaling, or None for a run without held-out data."""
+    if not cal:
+        return None
+    return (f"calibration ({cal['source']}, {cal['n']} images): ECE {cal['ece_before']:.2%} -> "
+            f"{cal['ece_after']:.2%} with temperature {cal['temperature']:.2f}")
+
+
+def review_lines(r: dict, top: int = 24) -> list[str]:
+    """Suspected label errors, most suspect first."""
+    lines = [f"{r['suspects_found']} suspected label errors among {r['images']} images "
+             f"(cross-validated accuracy {r['cv_accuracy']:.2%})"]
+    for s in r["suspects"][:top]:
+        lines.append(f"{s['rank']:>3}  {s['path']}  given {s['given']} -> suggested {s['suggested']} "
+                     f"(p {s['p_given']:.2f} vs {s['p_suggested']:.2f})")
+    return lines

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..models.classifier import Backbone
 from .device import bf16_default, cpu_has_bf16
+from .distributed import world_size
 from .runner import FeatureRunner
 from .switches import ENGINES, engine_override, onnxruntime_available, warn_fallback
 from .verdict import load_verdict, save_verdict, verdict_key
@@ -45,7 +46,8 @@ def engine_default(device: torch.device, backbone: Backbone | None = None, *, me
 def choose_engine(model: nn.Module, device: torch.device, size: int, *, measure: bool = True,
                   label: str = "") -> str:
     """The engine measured fastest for ``model.features`` at ``size`` px here (see the module doc).
-    ``measure`` False: use a cached verdict only (small jobs, where timing would cost more than it saves)."""
+    ``measure`` False: use a cached verdict only (small jobs, where timing would cost more than it
+    saves); without one, torch. Processes of a DDP job never time (each would see the others' load)."""
     forced = engine_override(device)
     if forced:
         return forced
@@ -54,7 +56,7 @@ def choose_engine(model: nn.Module, device: torch.device, size: int, *, measure:
     key, _ = verdict_key(model, size, _precision(device))
     verdict = load_verdict(key)
     if verdict is None:
-        if not measure:
+        if not measure or world_size() > 1:  # DDP ranks would time each other's load, and could disagree
             return "torch"
         t0 = time.perf_counter()
         rates = measure_engines(model, device, size, auto_candidates(device))
@@ -135,5 +137,5 @@ def measure_engines(model: nn.Module, device: torch.device, size: int, candidate
         if r + 1 >= min_rounds and time.perf_counter() - start > budget_s:
             break
     return {k: {"img_s": round(max(v), 1), "rounds": [round(x, 1) for x in v], "setup_seconds": round(setup[k], 2),
-                "batch_size": len(batches[0]), **{kk: vv for kk, vv in candidates[k].items()}}
+                "batch_size": len(batches[0]), **candidates[k]}
             for k, v in rounds.items()}

@@ -12,9 +12,12 @@ from pathlib import Path
 from .. import __version__
 from .._io import save_safetensors, write_json
 from ..data.datasets import ImageDataset, load_dataset
+from ..errors import TransferlabError
+from ..evaluate.calibration import logits_from_probs, softmax
 from ..evaluate.metrics import classification_metrics, precision_threshold
 from ..models.registry import create_backbone
 from ..run import CONFIG, METRICS, WEIGHTS, Run, load_run
+from .auto import train_auto
 from .finetune import resumed_backbone, train_finetune
 from .head import train_head
 from .job import Fitted, Job
@@ -23,13 +26,14 @@ from .options import RunOptions, make_options, mode_of
 from .output import check_output, check_settings, is_main_rank, resume_source, same_path, staged_run
 
 Trainer = Callable[[Job], Fitted]
-TRAINERS: dict[str, Trainer] = {"linear": train_linear, "head": train_head, "finetune": train_finetune}
+TRAINERS: dict[str, Trainer] = {"linear": train_linear, "head": train_head, "finetune": train_finetune,
+                                "auto": train_auto}
 
 
 def default_run_dir(data: str | Path, backbone: str, mode: str) -> Path:
     """``runs/<data>-<backbone>-<mode>``, numbered ``-2``, ``-3``... when it exists."""
     stem = Path(str(data).rstrip("/")).name or "data"
-    base = Path("runs") / f"{stem}-{backbone.replace(':', '_')}-{mode}"
+    base = Path("runs") / (f"{stem}-{mode}" if mode == "auto" else f"{stem}-{backbone.replace(':', '_')}-{mode}")
     p, i = base, 2
     while p.exists():
         p, i = Path(f"{base}-{i}"), i + 1
@@ -42,7 +46,7 @@ def train(data: str | Path | ImageDataset, *, mode: str = "linear", out: str | P
 
     ``kwargs``: the shared settings of :class:`~transferlab.training.options.RunOptions`
     (``backbone``, ``weights``, ``input_size``, ``format``, ``label``, ``split``,
-    ``val_fraction``, ``seed``) and the mode's own (``LinearOptions``, ``HeadOptions``,
+    ``val_fraction``, ``seed``, ``overwrite``) and the mode's own (``LinearOptions``, ``HeadOptions``,
     ``FinetuneOptions``), or pass the mode's options object as ``options``. An unknown keyword,
     or one of another mode, raises :class:`~transferlab.training.options.OptionError`.
 
@@ -50,6 +54,10 @@ def train(data: str | Path | ImageDataset, *, mode: str = "linear", out: str | P
     ``val_fraction`` of it is held out for model selection and the reported validation metrics.
     ``progress``: True (a bar on a terminal), False, or a bar factory (:mod:`transferlab.progress`).
     ``callbacks``: extra :class:`~transferlab.training.learner.Callback` objects (fine-tuning).
+
+    ``out`` is checked before any work (outside DATA, writable; an existing run is replaced only
+    with ``overwrite=True``) and the run appears there as a whole when complete
+    (:mod:`transferlab.training.output`).
     """
     run_opts, opts = make_options(mode, kwargs, options)
     mode = mode_of(opts)
@@ -64,6 +72,9 @@ def train(data: str | Path | ImageDataset, *, mode: str = "linear", out: str | P
     if resume:
         backbone, input_size = resumed_backbone(resume, backbone, input_size, source=source)
     bb = create_backbone(backbone, weights=run_opts.weights, input_size=input_size)
+    if mode == "finetune" and bb.family == "ensemble":
+        raise TransferlabError(f"--mode finetune trains one network; '{backbone}' is an ensemble or feature view "
+                               "(use --mode linear, head or auto)")
     tr, va = ds.train_val_split(run_opts.val_fraction, run_opts.seed)
     adopt = source if source is not None and not same_path(source, resume) else None
     with staged_run(out, adopt) as stage:  # a killed fine-tune's staging dir is continued in place
@@ -137,8 +148,10 @@ def _save_weights(out: Path, fitted: Fitted) -> None:
 def write_run(job: Job, ds: ImageDataset, fitted: Fitted, seconds: float, final: Path | None = None) -> None:
     """Write model.safetensors, metrics.json, the figures and config.json into ``job.out`` (the
     staging dir); files are named by where they will be, under ``final``."""
-    from ..report.figures import confusion_figure, curves_figure
+    from ..report.figures import confusion_figure, curves_figure, reliability_figure
 
+    if fitted.backbone is not None:  # the trainer chose it (auto, --feature-aug flip)
+        job = replace(job, backbone=fitted.backbone)
     out, bb = job.out, job.backbone
     out.mkdir(parents=True, exist_ok=True)
     _save_weights(out, fitted)
@@ -146,11 +159,19 @@ def write_run(job: Job, ds: ImageDataset, fitted: Fitted, seconds: float, final:
     metrics: dict = {"mode": mode_of(job.options), "backbone": bb.name, "train_accuracy": fitted.train_accuracy,
                      "seconds": round(seconds, 2), "skipped": len(skipped), "skipped_files": skipped}
     figures, unsure = [], None
+    calib, curves = calibration_of(job, fitted)
+    if calib is not None:
+        metrics["calibration"] = {**calib, "reliability": curves}
+        figures.append(reliability_figure(curves, out / "reliability.png",
+                                          title=f"Reliability ({calib['source']}, {calib['n']} images)"))
     if fitted.val_probs is not None and len(fitted.val_probs):
         m = classification_metrics(job.val.labels[fitted.val_ok], fitted.val_probs, ds.classes)
         metrics["val_accuracy"] = m["accuracy"]
         metrics["val"] = m
-        unsure = precision_threshold(job.val.labels[fitted.val_ok], fitted.val_probs)
+        probs = fitted.val_probs
+        if calib is not None:  # the threshold applies to what the run will output: calibrated probabilities
+            probs = softmax(logits_from_probs(probs), calib["temperature"])
+        unsure = precision_threshold(job.val.labels[fitted.val_ok], probs)
         figures.append(confusion_figure(m["confusion"], ds.classes, out / "confusion.png",
                                         title="Validation confusion"))
     if fitted.history:
@@ -159,5 +180,24 @@ def write_run(job: Job, ds: ImageDataset, fitted: Fitted, seconds: float, final:
         figures.append(curves_figure(fitted.history, out / "curves.png", best_epoch=fitted.best_epoch))
     metrics["figures"] = [str(Path(final or out) / Path(f).name) for f in figures]
     write_json(out / METRICS, metrics)
-    write_json(out / CONFIG, _config(job, ds, fitted, skipped, unsure))
+    write_json(out / CONFIG, {**_config(job, ds, fitted, skipped, unsure), "calibration": calib})
+
+
+def calibration_of(job: Job, fitted: Fitted) -> tuple[dict | None, dict | None]:
+    """Temperature scaling fitted on the validation probabilities (else the trainer's held-out
+    logits: CV out-of-fold, a head's hold-out) and the reliability curves before and after;
+    (None, None) without held-out data."""
+    from ..evaluate.calibration import calibrate, reliability
+
+    if fitted.val_probs is not None and len(fitted.val_probs):
+        logits, y, source = logits_from_probs(fitted.val_probs), job.val.labels[fitted.val_ok], "val"
+    elif fitted.calibration is not None:
+        logits, y, source = fitted.calibration
+    else:
+        return None, None
+    if len(y) < 2:
+        return None, None
+    calib = calibrate(logits, y, source)
+    t = calib["temperature"]
+    return calib, {"before": reliability(softmax(logits), y), f"after T = {t:.2f}": reliability(softmax(logits, t), y)}
 

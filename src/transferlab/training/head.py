@@ -15,8 +15,9 @@ from torch import nn
 
 from ..data.datasets import ImageDataset
 from ..errors import DataError
-from ..features import extract
+from ..features import extract_view
 from ..models.classifier import Backbone
+from ..models.ensemble import with_options
 from ..models.heads import build_head
 from ..runtime.distributed import finish_distributed, gather, init_distributed, is_main, rank, world_size
 from .job import Fitted, Job
@@ -24,13 +25,13 @@ from .options import HeadOptions
 
 
 def sharded_features(bb: Backbone, ds: ImageDataset, *, progress: bool, description: str,
-                     device: torch.device | None = None):
+                     device: torch.device | None = None, flip: bool | None = None):
     """:func:`transferlab.features.extract` with the images split across ranks, then gathered:
     every rank gets (features [n_ok, d], labels [n_ok], ok [n], skipped) in dataset order."""
     n, w, r = len(ds), world_size(), rank()
     mine = np.arange(r, n, w)
-    f = extract(bb, [ds.paths[i] for i in mine], progress=progress and is_main(), description=description,
-                device=device)
+    f = extract_view(bb, [ds.paths[i] for i in mine], flip=flip, progress=progress and is_main(),
+                     description=description, device=device)
     parts = gather((mine, f.features, f.ok, f.skipped))
     ok = np.zeros(n, bool)
     feats = np.zeros((n, bb.feature_dim), np.float32)
@@ -164,39 +165,67 @@ def head_probs(head: nn.Module, x: np.ndarray | None) -> np.ndarray | None:
         return head.eval()(torch.from_numpy(x).float()).softmax(-1).numpy()
 
 
-def _holdout(xt: np.ndarray, yt: np.ndarray, seed: int):
-    """15 % of the training features held out for early stopping when there is no val split."""
+def _holdout(xt: np.ndarray, yt: np.ndarray, seed: int, mirror: np.ndarray | None = None):
+    """15 % of the training photos held out for early stopping when there is no val split (with
+    mirrored rows: the kept photos' mirrors join the training rows, held-out photos are scored on
+    their averaged features)."""
     from sklearn.model_selection import train_test_split
+
+    from .cv import fold_rows
 
     strat = yt if np.bincount(yt).min() >= 2 else None
     a, b = train_test_split(np.arange(len(yt)), test_size=0.15, random_state=seed, stratify=strat)
-    return (xt[a], yt[a]), (xt[b], yt[b])
+    xa, ya, xb = fold_rows(xt, yt, a, b, mirror)
+    return (xa, ya), (xb, yt[b])
+
+
+def _mirrored_rows(job: Job, xt, yt, ok_t, device):
+    """The training photos' mirrored features, rows aligned with ``xt`` (feature augmentation)."""
+    xm, _, ok_m, _ = sharded_features(job.backbone, job.train, progress=job.progress, flip=True, device=device,
+                                      description="features (train)")
+    return xt[ok_m[ok_t]], yt[ok_m[ok_t]], xm[ok_t[ok_m]]
 
 
 def train_head(job: Job) -> Fitted:
     """MLP head (dropout) on cached pooled features, AdamW, early stopping on validation loss.
-    With no validation split, 15 % of the training images are held out for the stopping rule."""
+    With no validation split, 15 % of the training images are held out for the stopping rule.
+    ``feature_aug="flip"``: mirrored rows in training, a run backbone averaging flips (``:flip``)."""
     o, bb = job.options, job.backbone
+    aug = getattr(o, "feature_aug", "none") == "flip"
+    run_bb = with_options(bb, flip=True) if aug else bb
     device = init_distributed() if world_size() > 1 else None
     k = len(job.train.classes)
-    (xt, yt, _, sk_t), (xv, yv, ok_v, sk_v) = split_features(bb, job.train, job.val, progress=job.progress,
-                                                             device=device)
+    xt, yt, ok_t, sk_t = sharded_features(bb, job.train, progress=job.progress, description="features (train)",
+                                          device=device, flip=False if aug else None)
+    xm = None
+    if aug:
+        xt, yt, xm = _mirrored_rows(job, xt, yt, ok_t, device)
+    xv = yv = ok_v = None
+    sk_v: list = []
+    if len(job.val):
+        xv, yv, ok_v, sk_v = sharded_features(run_bb, job.val, progress=job.progress, description="features (val)",
+                                              device=device)
     if world_size() > 1:
         finish_distributed()
     if len(np.unique(yt)) < 2:
         raise DataError("the training split has readable images of fewer than 2 classes")
     spec = {"type": "mlp", "in": bb.feature_dim, "hidden": o.hidden, "out": k, "dropout": o.dropout}
-    fit, ev, selection = (xt, yt), (xv, yv), "val"
+    fit = (xt, yt) if xm is None else (np.concatenate([xt, xm]), np.concatenate([yt, yt]))
+    ev, selection = (xv, yv), "val"
     if xv is None or not len(yv):  # hold out part of train only for early stopping
-        fit, ev = _holdout(xt, yt, job.seed)
+        fit, ev = _holdout(xt, yt, job.seed, xm)
         selection = "holdout-15%"
     r = fit_head(spec, fit, ev, o, job.seed)
-    train_acc = float((head_probs(r.head, xt).argmax(1) == yt).mean())
+    xe = xt if xm is None else (xt + xm) / 2
+    train_acc = float((head_probs(r.head, xe).argmax(1) == yt).mean())
+    calibration = None
+    if selection != "val":
+        calibration = (np.log(np.clip(head_probs(r.head, ev[0]), 1e-12, 1)), ev[1], selection)
     return Fitted(
         head=r.head, head_spec=spec, val_probs=head_probs(r.head, xv), val_ok=ok_v, train_accuracy=train_acc,
         skipped=sk_t + sk_v,
         info={"hidden": o.hidden, "dropout": o.dropout, "lr": o.lr, "weight_decay": o.weight_decay,
               "best_epoch": r.best_epoch, "epochs_run": len(r.history), "selection": selection,
-              "label_smoothing": o.label_smoothing},
-        history=r.history, best_epoch=r.best_epoch,
+              "label_smoothing": o.label_smoothing, **({"feature_aug": "flip"} if aug else {})},
+        history=r.history, best_epoch=r.best_epoch, backbone=run_bb if aug else None, calibration=calibration,
     )

@@ -26,7 +26,7 @@ class Job:
     train: ImageDataset
     val: ImageDataset
     run: RunOptions
-    options: object  # LinearOptions | HeadOptions | FinetuneOptions
+    options: object  # LinearOptions | HeadOptions | FinetuneOptions | AutoOptions
     out: Path
     progress: object = True  # see transferlab.progress.resolve
     callbacks: list = field(default_factory=list)  # extra fine-tuning callbacks
@@ -50,3 +50,7 @@ class Fitted:
     info: dict = field(default_factory=dict)  # mode-specific settings / history
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None  # the epoch whose weights the run keeps (curves mark it)
+    backbone: Backbone | None = None  # the run's backbone when the trainer chose it (auto, --feature-aug)
+    # held-out (logits [n, k], labels [n], source) for temperature scaling when there are no
+    # validation probabilities (CV out-of-fold logits, a head's early-stopping hold-out)
+    calibration: tuple[np.ndarray, np.ndarray, str] | None = None

@@ -23,6 +23,7 @@ class Mode(str, Enum):
     linear = "linear"
     head = "head"
     finetune = "finetune"
+    auto = "auto"
 
 
 MODES = tuple(m.value for m in Mode)
@@ -32,6 +33,14 @@ class Augment(str, Enum):
     none = "none"
     light = "light"
     randaug = "randaug"
+
+
+class FeatureAug(str, Enum):
+    """Feature-level augmentation of the probe: ``flip`` adds the mirrored photos' features as
+    training rows and averages each photo's features with its mirror's at prediction."""
+
+    none = "none"
+    flip = "flip"
 
 
 class BatchNorm(str, Enum):
@@ -93,9 +102,11 @@ class LinearOptions:
     """Multinomial logistic regression on cached features; ``c`` None = chosen on validation."""
 
     c: float | None = None
+    feature_aug: str = "none"
 
     def validate(self) -> LinearOptions:
         _check(self.c is None or float(self.c) > 0, "c", f"must be > 0, not {self.c}")
+        self.feature_aug = _enum(self.feature_aug, FeatureAug, "feature_aug")
         return self
 
 
@@ -112,9 +123,11 @@ class HeadOptions:
     weight_decay: float = 0.05
     patience: int = 20
     label_smoothing: float = 0.1
+    feature_aug: str = "none"
 
     def validate(self) -> HeadOptions:
         _common_checks(self)
+        self.feature_aug = _enum(self.feature_aug, FeatureAug, "feature_aug")
         _check(int(self.hidden) >= 1, "hidden", "must be >= 1")
         _check(0 <= float(self.dropout) < 1, "dropout", "must be in [0, 1)")
         return self
@@ -167,6 +180,22 @@ class FinetuneOptions:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
+def parse_budget(value) -> float:
+    """Seconds from ``15m``, ``90s``, ``1h30m``, ``600`` (seconds) or a number."""
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", text)
+        if not text or not parts:
+            raise ValueError(f"give a duration like 15m, 90s or 1h30m, not {value!r}")
+        h, m, s = (float(p or 0) for p in parts.groups())
+        seconds = 3600 * h + 60 * m + s
+    if not seconds > 0:
+        raise ValueError(f"the budget must be > 0, not {value!r}")
+    return seconds
+
+
 def _common_checks(o) -> None:
     _check(int(o.epochs) >= 1, "epochs", "must be >= 1")
     _check(int(o.batch_size) >= 1, "batch_size", "must be >= 1")
@@ -175,7 +204,40 @@ def _common_checks(o) -> None:
     _check(int(o.patience) >= 1, "patience", "must be >= 1")
 
 
-OPTIONS: dict[str, type] = {"linear": LinearOptions, "head": HeadOptions, "finetune": FinetuneOptions}
+@dataclass
+class AutoOptions:
+    """The budgeted search of :mod:`transferlab.training.auto`: ``budget`` (``15m``, ``90s``,
+    seconds), ``folds`` of the cross-validation on the training photos, the ``members`` to try
+    (``NAME@SIZE``), ensembles of up to ``max_members``, flip augmentation (``flips``) and an MLP
+    head (``heads``) on the best features, C from ``c_grid``. ``resume``: a run (or out dir)
+    whose search to continue — finished candidates are reused, not scored again."""
+
+    budget: str | float = "15m"
+    folds: int = 5
+    members: tuple[str, ...] = ("efficientnet_lite0@224", "mobilenet_v2@224", "efficientnet_lite1@240",
+                                "efficientnet_lite2@260", "efficientnet_lite2@320", "efficientnet_lite2@384")
+    max_members: int = 3
+    flips: bool = True
+    heads: bool = True
+    c_grid: tuple[float, ...] = (0.01, 0.1, 1.0)
+    resume: str | Path | None = None
+
+    def validate(self) -> AutoOptions:
+        try:
+            parse_budget(self.budget)
+        except ValueError as e:
+            raise OptionError("budget", str(e)) from None
+        _check(int(self.folds) >= 2, "folds", "must be >= 2")
+        _check(int(self.max_members) >= 1, "max_members", "must be >= 1")
+        self.members = tuple(m.strip() for m in (self.members.split(",") if isinstance(self.members, str)
+                                                  else self.members) if m.strip())
+        _check(len(self.members) >= 1, "members", "must name at least one backbone")
+        _check(len(self.c_grid) >= 1 and all(float(c) > 0 for c in self.c_grid), "c_grid", "must be values > 0")
+        return self
+
+
+OPTIONS: dict[str, type] = {"linear": LinearOptions, "head": HeadOptions, "finetune": FinetuneOptions,
+                            "auto": AutoOptions}
 
 
 def check_mode(mode) -> str:

@@ -1,0 +1,441 @@
+"""Mode ``auto``: search backbones, input sizes, normalisation, flip augmentation, linear vs MLP
+head, C and ensembles on cached features, within a time budget, and keep the best.
+
+Every candidate is scored by stratified k-fold cross-validation on the *training* photos only
+(:mod:`transferlab.training.cv`; the validation or test split is never looked at), with the same
+folds for all. The search runs in stages, cheapest first, so that a short budget still ends with
+a sound choice:
+
+1. single backbones (``MEMBERS``, each at its own size; lite2 also at 320 and 384 px), each with
+   raw (``std``) and per-member ``l2`` features, linear probe with C from a small grid;
+2. ensembles, greedily: add to the best member the one that helps most (other architectures
+   only), up to ``max_members``, while the CV accuracy improves;
+3. flip feature augmentation (mirrored rows in training, averaged features at prediction) on the
+   best feature set and the best single backbone;
+4. an MLP head on the best feature set.
+
+Time is checked before each candidate, and the cost of a feature extraction is estimated before it
+starts (images not yet cached / this machine's measured rate); what does not fit is skipped and
+listed. Features come through the per-member cache, so a second search (or ``--resume``) extracts
+nothing; finished leaderboard rows are kept in the cache too (keyed by the data, folds, seed and
+grid), and ``resume`` reuses them. Same data + seed + finished rows = same choice.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._io import atomic_write, write_json
+from ..errors import DataError
+from ..features import Features, cache_root, extract, file_key
+from ..models.classifier import Backbone
+from ..models.ensemble import NORMS, MemberSpec, ViewSpec, combine_arrays, mirrored, parse_view
+from ..models.registry import create_backbone
+from .cv import CVResult, cv_head, cv_linear, fit_mlp, fold_splits
+from .job import Fitted, Job
+from .linear import fit_linear_probe
+from .options import AutoOptions, HeadOptions, parse_budget
+
+COLUMNS = ["rank", "candidate", "model", "backbone", "members", "norm", "feature_aug", "C", "cv_accuracy",
+           "cv_sd", "folds", "fit_s", "cv_s", "predict_img_s", "status"]
+# img/s end to end (decode + network) on the project's 2-core CPU at the native size; scaled by
+# pixels for other sizes. Only a first guess: every extraction records this machine's own rate.
+PRIOR_RATES = {"efficientnet_lite0": (224, 70.0), "mobilenet_v2": (224, 80.0), "efficientnet_lite1": (240, 45.0),
+               "efficientnet_lite2": (260, 30.0)}
+ADD_TRIES = 4  # greedy ensembles: additions tried per step
+RESERVE, RESERVE_S = 0.05, 15.0  # kept back for the final fit and writing the run: share, at least seconds
+LINEAR_UNIT = 2e-6  # first guess of CV seconds per (photo x feature x C): measured after the first candidate
+HEAD_UNIT = 3e-5
+
+
+@dataclass
+class Clock:
+    budget: float
+    start: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def allows(self, seconds: float) -> bool:
+        """Whether work of ``seconds`` still fits, keeping back the reserve for the final fit,
+        the validation scores and writing the run."""
+        return self.elapsed() + seconds <= self.budget - max(RESERVE_S, RESERVE * self.budget)
+
+
+# ----------------------------------------------------------------------------------------------
+# Features of the members, extracted once through the cache
+# ----------------------------------------------------------------------------------------------
+def _rates_file() -> Path:
+    return cache_root() / "auto" / "rates.json"
+
+
+def _cached_share(bb: Backbone, paths: list[str]) -> float:
+    """Share of ``paths`` already in ``bb``'s feature cache (0 when unsure: estimates err long)."""
+    try:
+        from ..features import FeatureCache
+        from ..runtime.device import default_device, precision_tag
+        from ..runtime.engine import engine_default
+
+        dev = default_device()
+        d = cache_root() / "features" / f"{bb.key}-{precision_tag(dev, engine_default(dev, bb, measure=False))}"
+        if not d.is_dir() or not paths:
+            return 0.0
+        store = FeatureCache(d)
+        return float(np.mean([(k in store.index or k in store.bad) for k in map(file_key, paths)]))
+    except Exception:  # an estimate only
+        return 0.0
+
+
+class Bank:
+    """Raw member features of the training and validation photos, keyed by (member, mirrored)."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.models: dict[str, Backbone] = {}
+        self.data: dict[tuple[str, bool], tuple[Features, Features | None]] = {}
+        try:
+            self.rates: dict[str, float] = json.loads(_rates_file().read_text())
+        except (OSError, ValueError):
+            self.rates = {}
+
+    def backbone(self, member: str, mirror: bool = False) -> Backbone:
+        if member not in self.models:
+            self.models[member] = create_backbone(member)
+        return mirrored(self.models[member]) if mirror else self.models[member]
+
+    def rate(self, member: str) -> float:
+        if member in self.rates:
+            return self.rates[member]
+        name, size = _member(member)
+        native, r = PRIOR_RATES.get(name, (size, 20.0))
+        return r * (native / size) ** 2
+
+    def cost(self, needs: list[tuple[str, bool]]) -> float:
+        """Estimated seconds to extract what ``needs`` lacks (uncached photos / measured rate)."""
+        paths = self.job.train.paths + self.job.val.paths
+        todo = [n for n in needs if n not in self.data]
+        return sum(len(paths) * (1 - _cached_share(self.backbone(m, mir), paths)) / self.rate(m) for m, mir in todo)
+
+    def ensure(self, member: str, mirror: bool) -> None:
+        if (member, mirror) in self.data:
+            return
+        bb, t0 = self.backbone(member, mirror), time.perf_counter()
+        kw = {"progress": self.job.progress}
+        tr = extract(bb, self.job.train.paths, description=f"features (train) {bb.name}", **kw)
+        va = None
+        if len(self.job.val):
+            va = extract(bb, self.job.val.paths, description=f"features (val) {bb.name}", **kw)
+        self.data[(member, mirror)] = (tr, va)
+        done = tr.extracted + (va.extracted if va else 0)
+        if done >= 64:  # enough to time
+            self.rates[member] = round(done / (time.perf_counter() - t0), 2)
+            _rates_file().parent.mkdir(parents=True, exist_ok=True)
+            write_json(_rates_file(), self.rates, durable=False)
+
+    def matrix(self, spec: ViewSpec, split: int = 0) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """(features, mirrored features or None, ok mask over the split's photos) of a view
+        (``split`` 0 = train, 1 = val), rows restricted to photos every part could read."""
+        names = [f"{m.name}@{m.size}" for m in spec.members]
+        views = (False, True) if spec.flip else (False,)
+        parts = {v: [self.data[(n, v)][split] for n in names] for v in views}
+        ok = np.logical_and.reduce([p.ok for ps in parts.values() for p in ps])
+        x = {v: combine_arrays([p.features[ok[p.ok]] for p in ps], spec.norm) for v, ps in parts.items()}
+        return x[False], x.get(True), ok
+
+
+def _member(member: str) -> tuple[str, int]:
+    name, _, size = member.partition("@")
+    return name, int(size)
+
+
+def _member_keys(spec: ViewSpec) -> list[str]:
+    return [f"{m.name}@{m.size}" for m in spec.members]
+
+
+# ----------------------------------------------------------------------------------------------
+# The leaderboard
+# ----------------------------------------------------------------------------------------------
+class Board:
+    """Rows in the order they were scored; finished rows are saved to ``progress`` after each
+    candidate (a killed search loses at most the candidate it was on)."""
+
+    def __init__(self, progress: Path, reuse: dict[str, dict]):
+        self.progress, self.reuse = progress, reuse
+        self.rows: list[dict] = []
+        self.oof: dict[str, np.ndarray] = {}
+
+    def get(self, cid: str) -> dict | None:
+        return next((r for r in self.rows if r["candidate"] == cid), None)
+
+    def add(self, row: dict, oof: np.ndarray | None = None) -> dict:
+        self.rows.append(row)
+        if oof is not None:
+            self.oof[row["candidate"]] = oof
+        done = [r for r in self.rows if r["status"] in ("ok", "reused")]
+        self.progress.parent.mkdir(parents=True, exist_ok=True)
+        text = to_csv(done)
+        atomic_write(self.progress, lambda p: p.write_text(text), durable=False)
+        return row
+
+    def scored(self, model: str | None = None, single: bool | None = None) -> list[dict]:
+        rows = [r for r in self.rows if r["status"] in ("ok", "reused") and model in (None, r["model"])]
+        if single is not None:
+            rows = [r for r in rows if ("+" not in r["members"]) == single]
+        return rows
+
+    def best(self, **kw) -> dict | None:
+        rows = self.scored(**kw)
+        return max(rows, key=lambda r: (r["cv_accuracy"], r["predict_img_s"])) if rows else None
+
+    def ranked(self) -> list[dict]:
+        """Scored rows best first (rank 1..n), then the skipped ones."""
+        ok = sorted(self.scored(), key=lambda r: (-r["cv_accuracy"], -r["predict_img_s"]))
+        rest = [r for r in self.rows if r not in ok]
+        return [{**r, "rank": i + 1} for i, r in enumerate(ok)] + [{**r, "rank": ""} for r in rest]
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def read_rows(path: Path) -> dict[str, dict]:
+    """Finished rows of an earlier search (numbers parsed back), by candidate."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    out = {}
+    for r in csv.DictReader(io.StringIO(text)):
+        try:
+            for k in ("cv_accuracy", "cv_sd", "fit_s", "cv_s", "predict_img_s"):
+                r[k] = float(r[k])
+            r["C"] = float(r["C"]) if r["C"] else ""
+            r["folds"] = int(r["folds"])
+        except (KeyError, ValueError):
+            continue
+        out[r["candidate"]] = {**r, "status": "reused"}
+    return out
+
+
+def search_key(job: Job, o: AutoOptions) -> str:
+    """What makes two searches' rows interchangeable: the training photos (content identity) and
+    labels, folds, seed, C grid and head settings."""
+    h = hashlib.sha256()
+    for p, y in zip(job.train.paths, job.train.labels.tolist(), strict=True):
+        h.update(f"{file_key(p)}:{y}\n".encode())
+    h.update(json.dumps([o.folds, job.seed, list(o.c_grid), HeadOptions().__dict__], sort_keys=True).encode())
+    return h.hexdigest()[:20]
+
+
+# ----------------------------------------------------------------------------------------------
+# The search
+# ----------------------------------------------------------------------------------------------
+class Search:
+    """One budgeted search over a job's training photos; :meth:`run` returns the best row."""
+
+    def __init__(self, job: Job, o: AutoOptions):
+        self.job, self.o = job, o
+        self.clock = Clock(parse_budget(o.budget))
+        self.bank = Bank(job)
+        self.members = [m if "@" in m else f"{m}@{self.bank.backbone(m).data_config.input_size}" for m in o.members]
+        self.key = search_key(job, o)
+        progress_file = cache_root() / "auto" / f"{self.key}.csv"
+        self.board = Board(progress_file, read_rows(progress_file) if o.resume else {})
+        self.units = {"linear": LINEAR_UNIT, "head": HEAD_UNIT}
+        self._splits: dict[bytes, list] = {}
+
+    def run(self) -> dict | None:
+        self.singles()
+        self.ensembles()
+        self.flips()
+        if self.o.heads:
+            best = self.board.best(model="linear")
+            if best:
+                self.evaluate(parse_view(best["backbone"]), "head")
+        return self.board.best()
+
+    def singles(self) -> None:
+        for m in self.members:
+            name, size = _member(m)
+            for norm in NORMS:
+                self.evaluate(ViewSpec((MemberSpec(name, size),), norm), "linear")
+
+    def ensembles(self) -> None:
+        """Greedy forward selection over the ranked single backbones."""
+        singles = sorted(self.board.scored(model="linear", single=True), key=lambda r: -r["cv_accuracy"])
+        ranked = list(dict.fromkeys(r["members"] for r in singles))
+        if len(ranked) < 2 or self.o.max_members < 2:
+            return
+        current, best, norms = [ranked[0]], singles[0], NORMS
+        for _ in range(2, self.o.max_members + 1):
+            archs = {_member(c)[0] for c in current}
+            tries = [m for m in ranked if m not in current and _member(m)[0] not in archs][:ADD_TRIES]
+            rows = [(self.evaluate(_view([*current, m], norm), "linear"), m, norm) for m in tries for norm in norms]
+            rows = [t for t in rows if t[0] and t[0]["status"] in ("ok", "reused")]
+            if not rows:
+                return
+            row, m, norm = max(rows, key=lambda t: (t[0]["cv_accuracy"], t[0]["predict_img_s"]))
+            if row["cv_accuracy"] <= best["cv_accuracy"]:
+                return
+            current, best, norms = [*current, m], row, (norm,)
+
+    def flips(self) -> None:
+        if not self.o.flips:
+            return
+        for best in (self.board.best(model="linear"), self.board.best(model="linear", single=True)):
+            if best and ":flip" not in best["backbone"] and not best["backbone"].endswith(",flip"):
+                self.evaluate(parse_view(best["backbone"]).with_options(flip=True), "linear")
+
+    def evaluate(self, spec: ViewSpec, model: str) -> dict:
+        """Score one candidate (or reuse / skip it); always returns its row."""
+        cid = f"{spec.name()} {model}"
+        row = self.board.get(cid)
+        if row is not None:
+            return row
+        if cid in self.board.reuse:
+            return self.board.add(self.board.reuse[cid])
+        needs = [(m, v) for m in _member_keys(spec) for v in ((False, True) if spec.flip else (False,))]
+        n, dim = len(self.job.train), sum(self.bank.backbone(m).feature_dim for m in _member_keys(spec))
+        est = self.units[model] * n * dim * (2 if spec.flip else 1) * (len(self.o.c_grid) if model == "linear" else 1)
+        if not self.clock.allows(self.bank.cost(needs) + est):
+            return self.board.add(self._row(spec, model, None, "skipped: budget"))
+        for m, v in needs:
+            self.bank.ensure(m, v)
+        return self._score(spec, model)
+
+    def _score(self, spec: ViewSpec, model: str) -> dict:
+        x, mirror, ok = self.bank.matrix(spec)
+        y = self.job.train.labels[ok]
+        splits = self.splits(ok, y)
+        if model == "linear":
+            r = cv_linear(x, y, self.o.c_grid, splits, self.job.seed, mirror)
+        else:
+            r = cv_head(x, y, splits, HeadOptions(), self.job.seed, mirror)
+        unit = r.seconds / max(1, len(y) * x.shape[1] * (2 if spec.flip else 1)
+                               * (len(self.o.c_grid) if model == "linear" else 1))
+        self.units[model] = unit
+        return self.board.add(self._row(spec, model, r, "ok"), r.oof_logits)
+
+    def splits(self, ok: np.ndarray, y: np.ndarray) -> list:
+        key = ok.tobytes()
+        if key not in self._splits:
+            self._splits[key] = fold_splits(y, self.o.folds, self.job.seed)
+        return self._splits[key]
+
+    def predict_rate(self, spec: ViewSpec) -> float:
+        """img/s of the candidate's features: the members in sequence (twice with flip)."""
+        return 1.0 / sum((2 if spec.flip else 1) / self.bank.rate(m) for m in _member_keys(spec))
+
+    def _row(self, spec: ViewSpec, model: str, r: CVResult | None, status: str) -> dict:
+        return {"rank": "", "candidate": f"{spec.name()} {model}", "model": model, "backbone": spec.name(),
+                "members": "+".join(_member_keys(spec)), "norm": spec.norm,
+                "feature_aug": "flip" if spec.flip else "none",
+                "C": r.c if r and r.c is not None else "", "cv_accuracy": r.mean if r else float("nan"),
+                "cv_sd": r.sd if r else float("nan"), "folds": len(next(iter(r.scores.values()))) if r else 0,
+                "fit_s": round(r.fit_s, 3) if r else float("nan"), "cv_s": round(r.seconds, 2) if r else float("nan"),
+                "predict_img_s": round(self.predict_rate(spec), 1), "status": status}
+
+
+def _view(members: list[str], norm: str) -> ViewSpec:
+    return ViewSpec(tuple(MemberSpec(*_member(m)) for m in members), norm)
+
+
+# ----------------------------------------------------------------------------------------------
+# The chosen candidate, fitted on every training photo
+# ----------------------------------------------------------------------------------------------
+def explain_choice(s: Search, best: dict) -> str:
+    """Why the run keeps ``best``, in one line a person can check against the leaderboard."""
+    single = s.board.best(single=True)
+    scored, skipped = s.board.scored(), [r for r in s.board.rows if r["status"].startswith("skipped")]
+    text = (f"{best['candidate']}: the highest {best['folds']}-fold cross-validated accuracy on the "
+            f"{len(s.job.train)} training photos ({best['cv_accuracy']:.2%} ± {best['cv_sd']:.2%})")
+    if single is not None and single["candidate"] != best["candidate"]:
+        text += (f", {100 * (best['cv_accuracy'] - single['cv_accuracy']):+.1f} points over the best single backbone "
+                 f"({single['candidate']}, {single['cv_accuracy']:.2%})")
+    return (text + f"; {len(scored)} candidates scored, {len(skipped)} skipped for the budget "
+            f"({s.clock.elapsed():.0f} s of {s.clock.budget:.0f} s); "
+            f"features at ~{best['predict_img_s']:.0f} img/s here")
+
+
+def _fit_best(s: Search, best: dict, x: np.ndarray, mirror: np.ndarray | None, y: np.ndarray):
+    k = len(s.job.train.classes)
+    if best["model"] == "linear":
+        xt, yt = (x, y) if mirror is None else (np.concatenate([x, mirror]), np.concatenate([y, y]))
+        head, _, _ = fit_linear_probe(xt, yt, None, None, k, s.job.seed, c=float(best["C"]))
+        return head, {"type": "linear", "in": x.shape[1], "out": k}
+    return fit_mlp(x, y, k, HeadOptions(), s.job.seed, mirror)
+
+
+def _probs(head, x: np.ndarray, mirror: np.ndarray | None) -> np.ndarray:
+    xe = x if mirror is None else (x + mirror) / 2
+    with torch.no_grad():
+        return head.eval()(torch.from_numpy(np.ascontiguousarray(xe, np.float32))).softmax(-1).numpy()
+
+
+def _oof(s: Search, best: dict, spec: ViewSpec, y: np.ndarray) -> np.ndarray:
+    """Out-of-fold logits of the chosen candidate (recomputed when its row was reused)."""
+    if best["candidate"] in s.board.oof:
+        return s.board.oof[best["candidate"]]
+    x, mirror, ok = s.bank.matrix(spec)
+    splits = s.splits(ok, y)
+    if best["model"] == "linear":
+        return cv_linear(x, y, (float(best["C"]),), splits, s.job.seed, mirror).oof_logits
+    return cv_head(x, y, splits, HeadOptions(), s.job.seed, mirror).oof_logits
+
+
+def final_fit(s: Search, best: dict) -> Fitted:
+    """The chosen candidate on all training photos, scored on the validation split (if any)."""
+    spec = parse_view(best["backbone"])
+    for m in _member_keys(spec):
+        for v in (False, True) if spec.flip else (False,):
+            s.bank.ensure(m, v)
+    x, mirror, ok = s.bank.matrix(spec)
+    y = s.job.train.labels[ok]
+    head, head_spec = _fit_best(s, best, x, mirror, y)
+    val_probs = val_ok = None
+    if len(s.job.val):
+        xv, mv, val_ok = s.bank.matrix(spec, split=1)
+        val_probs = _probs(head, xv, mv)
+    skipped = {p: why for key in s.bank.data if key[0] in _member_keys(spec)
+               for f in s.bank.data[key] if f is not None for p, why in f.skipped}
+    return Fitted(
+        head=head, head_spec=head_spec, val_probs=val_probs, val_ok=val_ok,
+        train_accuracy=float((_probs(head, x, mirror).argmax(1) == y).mean()), skipped=list(skipped.items()),
+        backbone=create_backbone(spec.name()),
+        calibration=None if val_probs is not None else (_oof(s, best, spec, y), y, "cv"),
+        info={**({"C": float(best["C"])} if best["model"] == "linear" else {}), "selection": "cv",
+              "feature_aug": best["feature_aug"], "head_model": best["model"],
+              "auto": {"chosen": best["candidate"], "why": explain_choice(s, best), "budget_s": s.clock.budget,
+                       "elapsed_s": round(s.clock.elapsed(), 1), "folds": s.o.folds, "seed": s.job.seed,
+                       "search_key": s.key, "leaderboard": s.board.ranked()}},
+    )
+
+
+def train_auto(job: Job) -> Fitted:
+    """``--mode auto``: the budgeted search, then the best candidate fitted on every training
+    photo; writes ``leaderboard.csv`` into the run."""
+    if len(np.unique(job.train.labels)) < 2:
+        raise DataError("the training split has photos of fewer than 2 classes")
+    s = Search(job, job.options)
+    best = s.run()
+    if best is None:
+        raise DataError(f"no candidate fitted in the budget of {s.clock.budget:.0f} s (the cheapest needs its "
+                        "features extracted first); give a larger --budget")
+    fitted = final_fit(s, best)
+    job.out.mkdir(parents=True, exist_ok=True)
+    text = to_csv(fitted.info["auto"]["leaderboard"])
+    atomic_write(job.out / "leaderboard.csv", lambda p: p.write_text(text))
+    return fitted

@@ -1,0 +1,124 @@
+"""Feature views: ensembles of backbones, per-member normalisation, flip averaging — built by
+name, cached per member, and one nn.Module on [0, 1] pixels for everything else."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from transferlab import features as F
+from transferlab.data.loader import image_array
+from transferlab.errors import TransferlabError, UnknownBackbone
+from transferlab.models.ensemble import parse_view, view_members
+from transferlab.models.registry import create_backbone
+from transferlab.run import load
+
+ENS = "efficientnet_lite0+mobilenet_v2"
+
+
+def _photos(petimages, n=3):
+    return [str(petimages / c / f"{i}.jpg") for c in ("Cat", "Dog") for i in range(n)]
+
+
+def _pixels(paths, dc) -> torch.Tensor:
+    return torch.from_numpy(np.stack([image_array(p, dc) for p in paths])).permute(0, 3, 1, 2).float() / 255
+
+
+def test_view_names_parse_and_bad_ones_say_the_syntax():
+    s = parse_view("efficientnet_lite2@384+mobilenet_v2:l2,flip")
+    assert [(m.name, m.size) for m in s.members] == [("efficientnet_lite2", 384), ("mobilenet_v2", None)]
+    assert (s.norm, s.flip) == ("l2", True)
+    assert parse_view("timm:resnet50+mobilenet_v2").members[0].name == "timm:resnet50"  # a colon in a name
+    for bad in ("efficientnet_lite0@big", "efficientnet_lite0++mobilenet_v2", "efficientnet_lite0:l2,std"):
+        with pytest.raises(UnknownBackbone, match="NAME@SIZE|at most one"):
+            parse_view(bad)
+    with pytest.raises(TransferlabError, match="between 32 and 1024"):
+        parse_view("efficientnet_lite0@8")
+
+
+def test_ensemble_is_one_backbone_with_a_canonical_name():
+    bb = create_backbone(ENS)
+    assert bb.name == "efficientnet_lite0@224+mobilenet_v2@224" and bb.feature_dim == 1280 + 1280
+    assert bb.family == "ensemble" and bb.data_config.mean == (0.0, 0.0, 0.0)  # members normalise inside
+    assert [m.name for m in view_members(bb)] == ["efficientnet_lite0", "mobilenet_v2"]
+    # members are the plain backbones: same cache keys as single-backbone runs
+    assert [m.key for m in view_members(bb)] == [create_backbone(n).key for n in ENS.split("+")]
+    with pytest.raises(TransferlabError, match="no ImageNet head"):
+        bb.model(torch.rand(1, 3, 224, 224))
+    plain = create_backbone("efficientnet_lite2@320")  # a single NAME@SIZE is the plain backbone
+    assert plain.name == "efficientnet_lite2" and plain.data_config.input_size == 320
+    with pytest.raises(TransferlabError, match="give each member's size"):
+        create_backbone(ENS, input_size=300)
+
+
+def test_cached_path_reuses_member_features(petimages):
+    paths = _photos(petimages)
+    parts = [F.extract(create_backbone(n), paths, progress=False) for n in ENS.split("+")]
+    f = F.extract_view(create_backbone(ENS), paths, progress=False)
+    assert f.extracted == 0 and f.ok.all()  # every member's features came from its own cache
+    np.testing.assert_array_equal(f.features, np.concatenate([p.features for p in parts], 1))
+    l2 = F.extract_view(create_backbone(ENS + ":l2"), paths, progress=False)
+    norms = np.linalg.norm(l2.features.reshape(len(paths), 2, 1280), axis=2)
+    np.testing.assert_allclose(norms, np.sqrt(1280), rtol=1e-4)  # each block scaled to norm sqrt(d)
+
+
+def test_pixel_path_agrees_with_cached_path(oxford):
+    """Members resize inside the module from the largest member's view (lite2 @ 300 here)."""
+    paths = sorted(str(p) for p in (oxford / "images").glob("*.jpg"))[:6]
+    bb = create_backbone("efficientnet_lite0+efficientnet_lite2@300:l2")
+    assert bb.data_config.input_size == 300
+    cached = F.extract_view(bb, paths, progress=False, cache=False).features
+    with torch.no_grad():
+        pixel = bb.model.features(_pixels(paths, bb.data_config)).numpy()
+    cos = (cached * pixel).sum(1) / np.linalg.norm(cached, axis=1) / np.linalg.norm(pixel, axis=1)
+    assert cos.min() > 0.99, cos
+
+
+def test_flip_view_averages_mirrored_features_cached_under_their_own_key(petimages):
+    paths = _photos(petimages, 2)
+    bb = create_backbone("mobilenet_v2:flip")
+    plain = F.extract_view(bb, paths, flip=False, progress=False)
+    mirror = F.extract_view(bb, paths, flip=True, progress=False)
+    assert mirror.extracted == len(paths)  # not served the unflipped features
+    assert not np.allclose(plain.features, mirror.features)
+    both = F.extract_view(bb, paths, progress=False)
+    assert both.extracted == 0
+    np.testing.assert_allclose(both.features, (plain.features + mirror.features) / 2, rtol=1e-6)
+    with torch.no_grad():  # the module does the same on pixels, and keeps the ImageNet head
+        pix = bb.model.features(_pixels(paths, bb.data_config)).numpy()
+        assert bb.model(_pixels(paths[:1], bb.data_config)).shape == (1, 1000)
+    np.testing.assert_allclose(pix, both.features, atol=2e-2 * np.abs(both.features).max())
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(tmp_path_factory, small_pets):
+    from transferlab.training.api import train
+
+    out = tmp_path_factory.mktemp("ens") / "run"
+    train(small_pets, backbone=ENS + ":l2", mode="linear", feature_aug="flip", out=out, progress=False)
+    return out
+
+
+def test_ensemble_run_with_flip_features_trains_evaluates_and_predicts(ensemble_run, heldout_pets_csv):
+    cfg = json.loads((ensemble_run / "config.json").read_text())
+    assert cfg["backbone"]["name"] == "efficientnet_lite0@224+mobilenet_v2@224:l2,flip"
+    assert cfg["train"]["feature_aug"] == "flip" and cfg["head"]["in"] == 2560
+    run = load(ensemble_run)
+    m = run.evaluate(heldout_pets_csv, progress=False)
+    assert m["n"] == 40 and m["accuracy"] >= 0.95
+    paths = [line.split(",")[0] for line in heldout_pets_csv.read_text().splitlines()[1:]][::5]
+    by_path, _ = run.predict_proba_paths(paths)  # the per-member path the head was trained on
+    arrays = [image_array(p, run.data_config) for p in paths]  # in-memory images: the module's pixel path
+    by_pixels = run.predict_proba(arrays)
+    assert (by_path.argmax(1) == by_pixels.argmax(1)).all()
+    assert np.abs(by_path - by_pixels).max() < 0.1
+
+
+def test_finetune_refuses_an_ensemble(tmp_path, small_pets):
+    from transferlab.training.api import train
+
+    with pytest.raises(TransferlabError, match="ensemble"):
+        train(small_pets, backbone=ENS, mode="finetune", out=tmp_path / "ft", progress=False)
