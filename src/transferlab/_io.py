@@ -133,7 +133,7 @@ def ensure_outside(out: str | Path, *data: str | Path | None, flag: str = "--out
     DATA protects itself only (its folder may well be the project the runs go to)."""
     o = _real(out)
     for d in data:
-        if d is None:
+        if d is None or str(d) == "":  # no DATA (e.g. an in-memory dataset without a root)
             continue
         root = _real(d)
         if o == root or (root.is_dir() and root in o.parents):

@@ -45,16 +45,16 @@ class _Outcome:
 
 
 def attack_image(image: str | Path, model="efficientnet_lite0", *, target: str | None = None,
-                 transfer_to: str | None = None, out: str | Path | None = None,
-                 figure: str | Path | bool | None = True, progress=False, **attack) -> dict:
+                 out: str | Path | None = None, figure: str | Path | bool | None = True, progress=False,
+                 **attack) -> dict:
     """Attack one photo; ``model`` is a backbone name, a run directory or a :class:`Run`.
 
     ``attack``: ``method`` (default pgd), ``eps`` (default: the method's), ``steps``,
     ``step_size``, ``seed`` (see :meth:`AttackSpec.make`). ``target=None`` means untargeted
     (move away from the model's own prediction). With ``out``, the adversarial PNG is saved at
     input size, re-read through the prediction path, and that re-read result is the one
-    reported. ``figure=True`` puts ``<out>.figure.png`` next to it. ``transfer_to``: a second
-    model (backbone name or run directory) that also scores the saved PNG.
+    reported. ``figure=True`` puts ``<out>.figure.png`` next to it. Whether the saved PNG fools
+    a second model too is :func:`transfer`'s question (``result["transfer"]``).
     """
     from ..run import Run, load
 
@@ -67,8 +67,6 @@ def attack_image(image: str | Path, model="efficientnet_lite0", *, target: str |
         o.png = save_png(to_uint8(o.xq[0]), out)
         o.probs1 = run.predict_proba([o.png])[0]  # the saved file, read back as any photo: what we report
     result = _attack_result(run, image, spec, o, target is not None)
-    if transfer_to:
-        result["transfer"] = transfer(o.png, image, transfer_to, result["target"])
     if figure and o.png is not None:
         fig_path = Path(figure) if isinstance(figure, (str, Path)) else o.png.with_suffix(".figure.png")
         result["figure"] = str(_figure(net, o, run.classes, result, fig_path))
@@ -110,8 +108,10 @@ def _attack_result(run, image, spec: AttackSpec, o: _Outcome, targeted: bool) ->
     }
 
 
-def transfer(png: Path | None, original: str | Path, spec: str, target_name: str | None) -> dict:
-    """Score the saved adversarial PNG with another model through its normal prediction path.
+def transfer(png: str | Path | None, original: str | Path, spec: str, target_name: str | None) -> dict:
+    """Score the saved adversarial PNG with another model (``spec``: backbone name or run
+    directory) through its normal prediction path; for ``result["transfer"]`` of
+    :func:`attack_image` (``png``, ``image`` and ``target`` of that result).
 
     The PNG is at the attacked model's input size; a second model with another input size
     resizes and crops it like any photo. Targeted: success = the target class; untargeted:

@@ -86,12 +86,6 @@ class FeatureMaps:
     image: np.ndarray  # [S, S, 3] float in [0, 1]: what the model saw
     top_channels: list[int]  # most active first (by mean activation)
 
-    @property
-    def heat(self) -> np.ndarray:
-        """Channel mean of |activation| [h, w]: where this layer responds at all. (Efficient-
-        Net blocks end in a linear projection, so signs are arbitrary; |a| keeps both.)"""
-        return np.abs(self.activations).mean(0)
-
     def to_dict(self) -> dict:
         return {"layer": self.layer, "shape": list(self.activations.shape),
                 "top_channels": self.top_channels,

@@ -237,6 +237,8 @@ def featuremaps_figure(image: np.ndarray, activations: np.ndarray, channels: lis
     gs = fig.add_gridspec(4, 8, left=0.01, right=0.99, bottom=0.02, top=0.9, wspace=0.05, hspace=0.18)
     ax = fig.add_subplot(gs[:, :4])
     ax.imshow(image)
+    # where the layer responds at all: EfficientNet blocks end in a linear projection, so signs
+    # are arbitrary and |a| keeps both
     ax.imshow(_unit_upsampled(np.abs(activations).mean(0), s), cmap="inferno", alpha=0.55)
     ax.set_title(f"{layer}: channel mean |activation| over the photo", fontsize=11)
     ax.axis("off")

@@ -52,7 +52,7 @@ def check_output(out: Path, data, *, overwrite: bool = False, resume: str | Path
     folder that is not a run, and an existing run unless ``overwrite`` (or ``resume`` is it)."""
     root = (data.root or None) if isinstance(data, ImageDataset) else data
     ensure_outside(out, root)
-    check_writable(out)
+    check_writable(out.parent if out.is_dir() else out)  # the run is staged next to out, then renamed
     if not out.exists():
         return
     if not out.is_dir():
