@@ -63,6 +63,7 @@ def test_user_errors_exit_2_one_line(args, needle, small_pets, small_pets_run, s
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_train_evaluate_predict_cli(tmp_path, small_pets, heldout_pets_csv):
     run = tmp_path / "run"
     r = tl("train", small_pets, "--out", run, "--json", "--quiet")

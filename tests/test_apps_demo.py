@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from transferlab.apps.demo import run_demo
 
 
+@pytest.mark.slow
 def test_demo_report(tmp_path):
     lines: list[str] = []
     report = run_demo(tmp_path / "demo", quiet=True, log=lines.append)

@@ -77,6 +77,7 @@ def test_robustness_cli_and_errors(catdog_run, tmp_path, monkeypatch, capsys):
         assert err.startswith("error:") and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_attack_a_trained_run(catdog_run, petimages, tmp_path, monkeypatch, capsys):
     run, _ = catdog_run
     code, out, err = _cli(["attack", petimages / "Dog" / "3.jpg", "--model", run.path, "--target", "cat",

@@ -10,8 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from transferlab.evaluate.calibration import (apply_temperature, calibrate, ece, fit_temperature, reliability,
-                                              softmax)
+from transferlab.evaluate.calibration import apply_temperature, calibrate, ece, fit_temperature, reliability, softmax
 from transferlab.run import load
 
 

@@ -37,7 +37,7 @@ def test_view_names_parse_and_bad_ones_say_the_syntax():
     assert (s.norm, s.flip) == ("l2", True)
     assert parse_view("timm:resnet50+mobilenet_v2").members[0].name == "timm:resnet50"  # a colon in a name
     for bad in ("efficientnet_lite0@big", "efficientnet_lite0++mobilenet_v2", "efficientnet_lite0:l2,std"):
-        with pytest.raises(UnknownBackbone, match="NAME@SIZE|at most one"):
+        with pytest.raises(UnknownBackbone, match=r"NAME@SIZE|at most one"):
             parse_view(bad)
     with pytest.raises(TransferlabError, match="between 32 and 1024"):
         parse_view("efficientnet_lite0@8")
@@ -134,3 +134,20 @@ def test_finetune_refuses_an_ensemble(tmp_path, small_pets):
 
     with pytest.raises(TransferlabError, match="ensemble"):
         train(small_pets, backbone=ENS, mode="finetune", out=tmp_path / "ft", progress=False)
+
+
+def test_ensemble_run_works_with_tta_attack_and_export(ensemble_run, petimages, tmp_path):
+    """Everything that takes a run takes an ensemble run: TTA, attacks (gradients through the
+    members' in-module resize) and the ONNX export (the resize is a MatMul there)."""
+    from transferlab.attack.single import attack_image
+    from transferlab.export import export_onnx
+
+    run = load(ensemble_run)
+    photos = [str(petimages / c / "2012.jpg") for c in ("Cat", "Dog")]
+    tta, _ = run.predict_proba_paths(photos, tta="flip")
+    assert list(tta.argmax(1)) == [0, 1]
+    r = attack_image(photos[0], run, target="Dog", method="pgd", eps="8/255", steps=10, out=tmp_path / "adv.png",
+                     figure=False)
+    assert r["success"], r
+    report = export_onnx(run, tmp_path / "onnx", verify_images=photos)
+    assert report.max_abs_dprob < 1e-4 and report.top1_agreement == 1.0

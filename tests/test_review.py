@@ -30,7 +30,7 @@ def mislabelled(tmp_path_factory, petimages):
     """12 cats + 12 dogs, with 2 dogs filed under Cat and 1 cat under Dog."""
     root = tmp_path_factory.mktemp("mislabelled")
     wrong = []
-    for cls, other in (("Cat", "Dog"), ("Dog", "Cat")):
+    for cls in ("Cat", "Dog"):
         (root / cls).mkdir()
         for i in range(300, 312):
             shutil.copy(petimages / cls / f"{i}.jpg", root / cls / f"{i}.jpg")

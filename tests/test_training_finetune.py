@@ -83,6 +83,7 @@ def test_train_transform_follows_backbone_preprocessing(sample_images):
     assert (train_transform(dc, "none")(img).float() - dc.preprocess(img) * 255).abs().mean() < 2
 
 
+@pytest.mark.slow
 def test_finetune_learns(uninterrupted):
     m = json.loads((uninterrupted.path / "metrics.json").read_text())
     h = m["history"]
@@ -101,6 +102,7 @@ def test_finetune_learns(uninterrupted):
     assert probs.shape == (1, 2) and run.classes[int(probs.argmax())] == "Cat"
 
 
+@pytest.mark.slow
 def test_resume_after_kill_replays_the_same_epochs(petimages, uninterrupted, tmp_path, monkeypatch):
     out = tmp_path / "killed"
 
@@ -136,6 +138,7 @@ def test_head_mode_mlp_on_cached_features(petimages, tmp_path):
     assert m["val_accuracy"] >= 0.85 and m["history"][-1]["epoch"] >= 1
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo(petimages, uninterrupted, tmp_path):
     """torchrun --nproc_per_node 2 (via --nproc): one run dir, the same metrics format as 1 process."""
     csv = tmp_path / "pets.csv"
@@ -175,6 +178,7 @@ def test_tta_flip_and_crops(uninterrupted, petimages):
         uninterrupted.predict_proba(paths, tta="rotate")
 
 
+@pytest.mark.slow
 def test_mixup_cutmix_are_seeded_and_change_training(petimages, tmp_path):
     """timm's Mixup/CutMix draw from numpy's global generator: the trainer seeds it per epoch (so a
     run is reproducible and resumable) and gives the caller's generator state back untouched."""
@@ -192,6 +196,7 @@ def test_mixup_cutmix_are_seeded_and_change_training(petimages, tmp_path):
         train(_pets(petimages, 4), out=tmp_path / "d", **{**opts, "mixup": -1.0})
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_checkpoints_backbone_and_input_size(petimages, tmp_path, monkeypatch):
     out = tmp_path / "r"
     with pytest.raises(SystemExit):
@@ -204,6 +209,7 @@ def test_resume_keeps_the_checkpoints_backbone_and_input_size(petimages, tmp_pat
     assert run.data_config.input_size == 160 and run.config["preprocessing"]["input_size"] == 160
 
 
+@pytest.mark.slow
 def test_frozen_groups_run_in_onnxruntime_and_train_like_torch(petimages, tmp_path, monkeypatch):
     """--unfreeze last:K on a CPU whose engine is onnxruntime: the frozen groups' forward pass runs
     there, the rest in torch; the training is the same as all-torch (fp32, to rounding)."""
@@ -263,6 +269,7 @@ def test_frozen_prefix_needs_a_trunk_made_of_its_groups(monkeypatch):
         assert list(model.state_dict()) == keys and isinstance(model.trunk.stem, nn.Conv2d)  # untouched
 
 
+@pytest.mark.slow
 def test_wise_mixes_with_the_start_and_survives_resume(petimages, tmp_path, monkeypatch):
     """--wise A: the run keeps A x the fine-tuned weights + (1 - A) x the start (pretrained trunk,
     linear-probe head); a killed and resumed run mixes with the same start."""

@@ -40,6 +40,7 @@ def test_second_train_extracts_nothing(tmp_path, small_pets, small_pets_run, mon
     assert a["val_accuracy"] == b["val_accuracy"]  # same seed, same split, same features
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_on_heldout(tmp_path, small_pets_run, heldout_pets_csv):
     run = load(small_pets_run)
     m = run.evaluate(heldout_pets_csv, out=tmp_path / "eval", progress=False)
@@ -63,6 +64,7 @@ def test_evaluate_val_split_reproduces_training_metrics(small_pets_run, small_pe
     assert m["n"] == 24 and m["accuracy"] == pytest.approx(trained["val_accuracy"])
 
 
+@pytest.mark.slow
 def test_oxford_breeds_linear(tmp_path, oxford):
     """Oxford-IIIT Pet layout end to end on 4 breeds (via CSV of official trainval / test)."""
     from transferlab.data.datasets import load_dataset

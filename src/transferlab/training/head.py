@@ -171,12 +171,11 @@ def _holdout(xt: np.ndarray, yt: np.ndarray, seed: int, mirror: np.ndarray | Non
     their averaged features)."""
     from sklearn.model_selection import train_test_split
 
-    from .cv import fold_rows
-
     strat = yt if np.bincount(yt).min() >= 2 else None
     a, b = train_test_split(np.arange(len(yt)), test_size=0.15, random_state=seed, stratify=strat)
-    xa, ya, xb = fold_rows(xt, yt, a, b, mirror)
-    return (xa, ya), (xb, yt[b])
+    if mirror is None:
+        return (xt[a], yt[a]), (xt[b], yt[b])
+    return (np.concatenate([xt[a], mirror[a]]), np.concatenate([yt[a], yt[a]])), ((xt[b] + mirror[b]) / 2, yt[b])
 
 
 def _mirrored_rows(job: Job, xt, yt, ok_t, device):
