@@ -47,6 +47,20 @@ def test_changed_file_is_re_extracted(tmp_path, petimages):
     assert second.extracted == 1 and not np.allclose(first.features, second.features)
 
 
+def test_cache_key_fast_path_matches_resolve(tmp_path, monkeypatch):
+    """file_keys' one-lstat route gives Path.resolve's keys (existing caches stay valid) through
+    directory symlinks, '..', relative paths, a symlinked file and a missing one (issue 16)."""
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "sub" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "real" / "sub" / "b.jpg").symlink_to(tmp_path / "real" / "sub" / "a.jpg")
+    monkeypatch.chdir(tmp_path)
+    cases = [str(tmp_path / "link" / "sub" / "a.jpg"), "link/sub/a.jpg", "link/sub/../sub/a.jpg",
+             "link//sub/a.jpg", "real/sub/b.jpg", "real/sub/a.jpg/", "nope.jpg", "real/sub", "./link/sub/a.jpg"]
+    assert F.file_keys(cases) == [F.file_key(c) for c in cases]
+    assert len(set(F.file_keys(cases[:5]))) == 1  # one file, however it is reached
+
+
 def test_interrupted_extraction_resumes(monkeypatch, petimages):
     bb = create_backbone()
     paths = [petimages / c / f"{i}.jpg" for c in ("Cat", "Dog") for i in range(300, 312)]  # not cached yet

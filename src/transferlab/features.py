@@ -15,8 +15,10 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,11 +58,29 @@ class Features:
     extracted: int = 0  # how many images were actually run through the model (0 = all cached)
 
 
-def file_key(path: str | Path) -> str:
+def file_key(path: str | Path, _dirs: dict[str, str] | None = None) -> str:
     """Identity of a file's content as far as cheap metadata tells: path, size, mtime, inode and
     ctime. mtime alone can be set back (``touch -r``, ``cp -p``, rsync) after the bytes changed;
     ctime cannot be set by a user and changes with every write, and a file replaced by a rename
-    gets a new inode, so a replaced image is never served its predecessor's features."""
+    gets a new inode, so a replaced image is never served its predecessor's features.
+
+    ``_dirs`` (see :func:`file_keys`) memoises resolved directories: a regular file that is not a
+    symlink resolves to its resolved directory plus its name, so one ``lstat`` gives both the key's
+    path and its metadata, instead of ``Path.resolve``'s ``lstat`` of every path component (0.6 s
+    over 6,000 cached photos, issue 16). Anything else takes the general route; the key is the same.
+    """
+    if _dirs is not None and isinstance(path, str):
+        head, tail = os.path.split(path)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+        if st is not None and tail not in ("", ".", "..") and stat.S_ISREG(st.st_mode):
+            real = _dirs.get(head)
+            if real is None:
+                real = _dirs[head] = os.path.realpath(head or ".")
+            raw = f"{os.path.join(real, tail)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}"
+            return hashlib.sha1(raw.encode()).hexdigest()
     p = Path(path)
     try:
         st = p.stat()
@@ -68,6 +88,13 @@ def file_key(path: str | Path) -> str:
     except OSError:
         raw = f"{p.absolute()}|missing"
     return hashlib.sha1(raw.encode()).hexdigest()
+
+
+def file_keys(paths: Sequence[str | Path]) -> list[str]:
+    """:func:`file_key` of each path, resolving each directory once (within this call only, so a
+    directory symlink retargeted later is seen by the next call)."""
+    dirs: dict[str, str] = {}
+    return [file_key(str(p), dirs) for p in paths]
 
 
 def flush_seconds() -> float:
@@ -94,13 +121,8 @@ class FeatureCache:
                 self._read_index(shard)
 
     def _read_index(self, shard: Path) -> None:
-        from safetensors import safe_open
-
         try:
-            with safe_open(str(shard), framework="pt") as f:
-                meta = f.metadata() or {}
-            keys = json.loads(meta.get("keys", "[]"))
-            bad = json.loads(meta.get("bad", "{}"))
+            keys, bad = _shard_meta(shard)
         except Exception:  # a damaged shard is ignored and re-extracted
             return
         for row, k in enumerate(keys):
@@ -108,8 +130,6 @@ class FeatureCache:
         self.bad.update(bad)
 
     def get(self, keys: list[str]) -> dict[str, np.ndarray]:
-        from safetensors import safe_open
-
         by_shard: dict[Path, list[tuple[str, int]]] = {}
         for k in keys:
             if k in self.index:
@@ -117,8 +137,7 @@ class FeatureCache:
                 by_shard.setdefault(s, []).append((k, r))
         out = {}
         for s, items in by_shard.items():
-            with safe_open(str(s), framework="np") as f:
-                arr = f.get_tensor("features")
+            arr = _shard_features(s)
             for k, r in items:
                 out[k] = arr[r]
         return out
@@ -130,6 +149,58 @@ class FeatureCache:
         for row, k in enumerate(keys):
             self.index[k] = (shard, row)
         self.bad.update(bad)
+
+
+# Shards are written once under a fresh name and never changed, so what a process has read of
+# one stays valid while the file's identity (inode, size, mtime, ctime) does: a train reads each
+# shard once for both its train and val splits instead of once per split (issue 16). Bounded,
+# least recently used first out; the arrays are read-only (callers get views of them).
+_SHARD_CACHE_BYTES = 128 << 20
+_SHARD_META: OrderedDict[tuple, tuple[list[str], dict[str, str]]] = OrderedDict()
+_SHARD_ARRAYS: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+
+def _shard_id(shard: Path) -> tuple:
+    st = os.stat(shard)
+    return (str(shard), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _shard_meta(shard: Path) -> tuple[list[str], dict[str, str]]:
+    """(keys, bad) of a shard's metadata; raises on a damaged shard (never cached)."""
+    from safetensors import safe_open
+
+    ident = _shard_id(shard)
+    if ident in _SHARD_META:
+        _SHARD_META.move_to_end(ident)
+        return _SHARD_META[ident]
+    with safe_open(str(shard), framework="pt") as f:
+        meta = f.metadata() or {}
+    keys, bad = json.loads(meta.get("keys", "[]")), json.loads(meta.get("bad", "{}"))
+    if not isinstance(keys, list) or not isinstance(bad, dict):
+        raise ValueError(f"{shard}: malformed metadata")
+    _SHARD_META[ident] = (keys, bad)
+    while len(_SHARD_META) > 256:
+        _SHARD_META.popitem(last=False)
+    return keys, bad
+
+
+def _shard_features(shard: Path) -> np.ndarray:
+    """The ``features`` array of a shard, read-only, read from disk once while it is cached."""
+    from safetensors import safe_open
+
+    ident = _shard_id(shard)
+    arr = _SHARD_ARRAYS.get(ident)
+    if arr is not None:
+        _SHARD_ARRAYS.move_to_end(ident)
+        return arr
+    with safe_open(str(shard), framework="np") as f:
+        arr = f.get_tensor("features")
+    arr.flags.writeable = False
+    if arr.nbytes <= _SHARD_CACHE_BYTES:
+        _SHARD_ARRAYS[ident] = arr
+        while sum(a.nbytes for a in _SHARD_ARRAYS.values()) > _SHARD_CACHE_BYTES:
+            _SHARD_ARRAYS.popitem(last=False)
+    return arr
 
 
 @torch.no_grad()
@@ -151,7 +222,7 @@ def extract(
     device = torch.device(device) if device else default_device()
     cache = cache and model.trunk is backbone.model.trunk
     paths = [str(p) for p in paths]
-    keys = [file_key(p) for p in paths]
+    keys = file_keys(paths)
     engine = engine_default(device, backbone, measure=len(paths) >= ONNX_MIN_IMAGES)  # timed once per machine
     where = cache_root() / "features" / f"{backbone.key}-{precision_tag(device, engine)}"
     store = FeatureCache(where) if cache else None

@@ -93,8 +93,11 @@ def cross_val_probs(x: np.ndarray, y: np.ndarray, folds: int, c: float, seed: in
     if folds < 2:
         raise DataError("every class needs at least 2 readable photos to be reviewed")
     est = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+    from threadpoolctl import threadpool_limits
+
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    p = cross_val_predict(est, x, y, cv=cv, method="predict_proba")
+    with threadpool_limits(1):  # lbfgs's small products only spin extra threads (see training.cv.one_thread)
+        p = cross_val_predict(est, x, y, cv=cv, method="predict_proba")
     out = np.zeros((len(y), len(counts)), np.float64)
     out[:, np.flatnonzero(counts)] = p  # a class with no photo is never predicted
     return out

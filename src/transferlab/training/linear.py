@@ -12,7 +12,7 @@ from ..errors import DataError
 from ..features import extract_view
 from ..models.classifier import Backbone
 from ..models.ensemble import with_options
-from .cv import cv_linear, fold_splits
+from .cv import cv_linear, fold_splits, one_thread
 from .job import Fitted, Job
 
 # ----------------------------------------------------------------------------------------------
@@ -118,7 +118,13 @@ def _fit_logreg_estimator(c: float, seed: int):
 def fit_linear_probe(xt: np.ndarray, yt: np.ndarray, xv: np.ndarray | None, yv: np.ndarray | None, k: int,
                      seed: int = 0, c: float | None = None) -> tuple[torch.nn.Linear, float, dict]:
     """Logistic regression on features as a torch head: (head, C, {C: score}). C is chosen on the
-    validation split, or by k-fold CV on the training features when there is none."""
+    validation split, or by k-fold CV on the training features when there is none. Runs on one
+    BLAS thread (:func:`transferlab.training.cv.one_thread`)."""
+    with one_thread():
+        return _fit_linear_probe(xt, yt, xv, yv, k, seed, c)
+
+
+def _fit_linear_probe(xt, yt, xv, yv, k: int, seed: int, c: float | None):
     scores: dict = {}
     if c is None:
         if xv is not None and len(yv):
