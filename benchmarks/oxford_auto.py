@@ -8,8 +8,8 @@ Prints (and writes OUT/report.json):
 - the search's leaderboard and its choice (wall time of the whole ``train``);
 - test accuracy of the chosen run, with and without its temperature, ECE before/after;
 - for comparison, the ``--top`` best leaderboard rows and the best single backbone, each refitted
-  on all of trainval (linear rows with their C and feature augmentation) and scored on test, so
-  the best single member and the ensemble stand side by side.
+  on all of trainval the way the search's final fit does (uncalibrated) and scored on test, so the
+  best single member and the ensembles stand side by side.
 Feature extraction goes through the user's feature cache (run it twice: the second run extracts
 nothing).
 """
@@ -29,16 +29,34 @@ from transferlab.training.api import train
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "oxford-pets-subset"
 
 
-def score_row(row: dict, data: Path, out: Path) -> dict:
-    """Refit one leaderboard row on all of trainval and score it on test."""
-    kw = {"backbone": row["backbone"].replace(":flip", "").replace(",flip", ""),
-          "feature_aug": row["feature_aug"], "val_fraction": 0, "overwrite": True}
-    if row["model"] == "linear":
-        kw["c"] = float(row["C"])
-    run = train(data, mode=row["model"], out=out, progress=False, **kw)
-    m = run.evaluate(data, split="test", progress=False)
-    return {"candidate": row["candidate"], "cv_accuracy": row["cv_accuracy"], "test_accuracy": m["accuracy"],
-            "test_ece": m["ece"]}
+def score_row(row: dict, run, data: Path) -> dict:
+    """Refit one leaderboard row on all of trainval exactly as the search's final fit does (its
+    finished rows reused: no cross-validation again) and score it on test."""
+    from transferlab.data.datasets import load_dataset
+    from transferlab.features import extract_view
+    from transferlab.models.registry import create_backbone
+    from transferlab.training.auto import Search, final_fit
+    from transferlab.training.job import Job
+    from transferlab.training.options import AutoOptions, RunOptions
+
+    tr = load_dataset(data, split="trainval")
+    train_set, empty = tr.train_val_split(0.0, 0)
+    job = Job(run.backbone, train_set, empty, RunOptions(val_fraction=0), AutoOptions(resume="yes"), Path("."),
+              progress=False)
+    fitted = final_fit(Search(job, job.options), row)
+    test = load_dataset(data, split="test")
+    f = extract_view(create_backbone(row["backbone"]), test.paths, progress=False)
+    probs = _softmax(fitted.head, f.features)
+    y = test.labels[f.ok]
+    return {"candidate": row["candidate"], "cv_accuracy": row["cv_accuracy"],
+            "test_accuracy": float((probs.argmax(1) == y).mean()), "test_ece": ece(probs, y)}
+
+
+def _softmax(head, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return head.eval()(torch.from_numpy(x)).softmax(-1).numpy()
 
 
 def main() -> None:
@@ -70,8 +88,8 @@ def main() -> None:
     scored = [r for r in auto["leaderboard"] if r["rank"] != ""]
     single = next((r for r in scored if "+" not in r["members"]), None)
     picks = scored[: a.top] + ([single] if single and single not in scored[: a.top] else [])
-    for i, row in enumerate(picks):
-        res = score_row(row, a.data, a.out / f"row{i}")
+    for row in picks:
+        res = score_row(row, run, a.data)
         report["rows"].append(res)
         print(f"refit {res['candidate']:<70} CV {res['cv_accuracy']:.4f}  test {res['test_accuracy']:.4f}")
     (a.out / "report.json").write_text(json.dumps(report, indent=2, default=float))

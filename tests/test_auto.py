@@ -54,7 +54,8 @@ def test_auto_keeps_the_best_candidate_and_says_why(auto_run, pets_csv):
     assert accs == sorted(accs, reverse=True)
     names = {r["candidate"] for r in scored}  # both members, both normalisations, an ensemble, flip and a head
     assert {"efficientnet_lite0@224 linear", "mobilenet_v2@224:l2 linear"} <= names
-    assert any("+" in n for n in names) and any("flip" in n for n in names) and any(n.endswith(" head") for n in names)
+    assert any("+" in n for n in names) and any("flip" in n for n in names)
+    assert any(n.endswith(" head") for n in names) and any(n.endswith(" avg") for n in names)
     run = load(auto_run)
     auto = run.config["train"]["auto"]
     assert auto["chosen"] == scored[0]["candidate"] and auto["chosen"] in auto["why"]
@@ -99,5 +100,37 @@ def test_a_budget_nothing_fits_in_is_a_clear_error(pets_csv, tmp_path, monkeypat
     code, _, err = run_cli(["train", pets_csv, "--mode", "auto", "--budget", "soon", "--out", tmp_path / "x"],
                            monkeypatch, capsys)
     assert code == 2 and "--budget" in err
+    code, _, err = run_cli(["train", pets_csv, "--mode", "auto", "--backbone", "mobilenet_v2", "--out", tmp_path / "z"],
+                           monkeypatch, capsys)
+    assert code == 2 and "--backbone and --input-size do not apply to --mode auto" in err and "--members" in err
     with pytest.raises(OptionError, match="applies to mode auto"):
         train(pets_csv, mode="linear", budget="1m", out=tmp_path / "y", progress=False)
+
+
+def test_logit_average_is_one_linear_layer_over_the_members_features(auto_run, pets_csv):
+    """An ``avg`` ensemble's run head = the mean of its members' own probes' logits."""
+    import numpy as np
+    import torch
+
+    from transferlab.data.datasets import load_dataset
+    from transferlab.models.ensemble import parse_view
+    from transferlab.training.auto import Search, final_fit
+    from transferlab.training.job import Job
+    from transferlab.training.options import AutoOptions, RunOptions
+
+    data = load_dataset(pets_csv)
+    tr, va = data.train_val_split(0.2, 0)
+    job = Job(load(auto_run).backbone, tr, va, RunOptions(), AutoOptions(members=MEMBERS, folds=3, resume="y"),
+              auto_run, progress=False)
+    s = Search(job, job.options)
+    row = next(r for r in s.board.reuse.values() if r["model"] == "avg")
+    head = final_fit(s, row).head
+    x, _, _ = s.bank.matrix(parse_view(row["backbone"]))
+    parts, start = [], 0
+    for member in s.member_rows(parse_view(row["backbone"])):
+        h = final_fit(s, member).head
+        parts.append(h(torch.from_numpy(x[:, start:start + h.in_features])))
+        start += h.in_features
+    with torch.no_grad():
+        np.testing.assert_allclose(head(torch.from_numpy(x)).numpy(), torch.stack(parts).mean(0).detach().numpy(),
+                                   rtol=1e-4, atol=1e-4)

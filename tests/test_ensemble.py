@@ -80,7 +80,8 @@ def test_pixel_path_agrees_with_cached_path(oxford):
     assert _cosine(cached, pixel).min() > 0.99
 
 
-def test_flip_view_averages_mirrored_features_cached_under_their_own_key(petimages):
+def test_flip_view_averages_mirrored_features_cached_under_their_own_key(petimages, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))  # whatever other tests cached
     paths = _photos(petimages, 2)
     bb = create_backbone("mobilenet_v2:flip")
     plain = F.extract_view(bb, paths, flip=False, progress=False)
@@ -146,7 +147,7 @@ def test_ensemble_run_works_with_tta_attack_and_export(ensemble_run, petimages, 
     photos = [str(petimages / c / "2012.jpg") for c in ("Cat", "Dog")]
     tta, _ = run.predict_proba_paths(photos, tta="flip")
     assert list(tta.argmax(1)) == [0, 1]
-    r = attack_image(photos[0], run, target="Dog", method="pgd", eps="8/255", steps=10, out=tmp_path / "adv.png",
+    r = attack_image(photos[0], run, target="Dog", method="pgd", eps="8/255", steps=3, out=tmp_path / "adv.png",
                      figure=False)
     assert r["success"], r
     report = export_onnx(run, tmp_path / "onnx", verify_images=photos)

@@ -26,7 +26,8 @@ def test_batched_features_match_single_image_fp32(petimages):
     assert cos.min() > 0.995  # bf16 autocast where the CPU has it; fp32 reference
 
 
-def test_cache_second_run_extracts_nothing(petimages):
+def test_cache_second_run_extracts_nothing(petimages, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))  # earlier tests may have cached these photos
     bb = create_backbone()
     paths = _paths(petimages, 8)
     a = F.extract(bb, paths, progress=False)
@@ -61,7 +62,8 @@ def test_cache_key_fast_path_matches_resolve(tmp_path, monkeypatch):
     assert len(set(F.file_keys(cases[:5]))) == 1  # one file, however it is reached
 
 
-def test_interrupted_extraction_resumes(monkeypatch, petimages):
+def test_interrupted_extraction_resumes(monkeypatch, petimages, tmp_path):
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))  # whatever other tests cached
     bb = create_backbone()
     paths = [petimages / c / f"{i}.jpg" for c in ("Cat", "Dog") for i in range(300, 312)]  # not cached yet
     monkeypatch.setattr(F, "SHARD", 8)

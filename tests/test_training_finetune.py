@@ -163,7 +163,8 @@ def test_ddp_two_processes_gloo(petimages, uninterrupted, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["train"]["world_size"] == 2
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
-        ["checkpoint", "config.json", "metrics.json", "model.safetensors", "confusion.png", "curves.png"])
+        ["checkpoint", "config.json", "metrics.json", "model.safetensors", "confusion.png", "curves.png",
+         "reliability.png"])
 
 
 def test_tta_flip_and_crops(uninterrupted, petimages):

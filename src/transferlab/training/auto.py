@@ -6,13 +6,18 @@ Every candidate is scored by stratified k-fold cross-validation on the *training
 folds for all. The search runs in stages, cheapest first, so that a short budget still ends with
 a sound choice:
 
-1. single backbones (``MEMBERS``, each at its own size; lite2 also at 320 and 384 px), each with
-   raw (``std``) and per-member ``l2`` features, linear probe with C from a small grid;
-2. ensembles, greedily: add to the best member the one that helps most (other architectures
-   only), up to ``max_members``, while the CV accuracy improves;
-3. flip feature augmentation (mirrored rows in training, averaged features at prediction) on the
-   best feature set and the best single backbone;
+1. single backbones (``AutoOptions.members``, each at its own size; lite2 also at 320 and
+   384 px), each with raw (``std``) and per-member ``l2`` features: a linear probe, C from a grid;
+2. flip feature augmentation (mirrored rows in training, averaged features at prediction) for
+   the best few;
+3. ensembles, greedily (add to the best backbone the member that helps most, up to
+   ``max_members``, while CV improves), of two kinds: ``avg``, the mean of the members' own
+   probes' logits (scored from their out-of-fold logits: no new fit; one block-diagonal linear
+   layer as a run), and ``linear``, one probe on the concatenated features;
 4. an MLP head on the best feature set.
+
+Candidates rank by CV accuracy, ties (frequent with a few hundred photos) by the out-of-fold
+log-loss after temperature scaling, then by speed.
 
 Time is checked before each candidate, and the cost of a feature extraction is estimated before it
 starts (images not yet cached / this machine's measured rate); what does not fit is skipped and
@@ -27,6 +32,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,22 +42,24 @@ import torch
 
 from .._io import atomic_write, write_json
 from ..errors import DataError
-from ..features import Features, cache_root, extract, file_key
+from ..features import Features, cache_root, extract, file_keys
 from ..models.classifier import Backbone
 from ..models.ensemble import NORMS, MemberSpec, ViewSpec, combine_arrays, mirrored, parse_view
-from ..models.registry import create_backbone
+from ..models.registry import DEFAULT_BACKBONE, create_backbone
+from ..progress import resolve
 from .cv import CVResult, cv_head, cv_linear, fit_mlp, fold_splits
 from .job import Fitted, Job
 from .linear import fit_linear_probe
-from .options import AutoOptions, HeadOptions, parse_budget
+from .options import AutoOptions, HeadOptions, OptionError, parse_budget
 
 COLUMNS = ["rank", "candidate", "model", "backbone", "members", "norm", "feature_aug", "C", "cv_accuracy",
-           "cv_sd", "folds", "fit_s", "cv_s", "predict_img_s", "status"]
+           "cv_sd", "cv_nll", "folds", "fit_s", "cv_s", "predict_img_s", "status"]
 # img/s end to end (decode + network) on the project's 2-core CPU at the native size; scaled by
 # pixels for other sizes. Only a first guess: every extraction records this machine's own rate.
 PRIOR_RATES = {"efficientnet_lite0": (224, 70.0), "mobilenet_v2": (224, 80.0), "efficientnet_lite1": (240, 45.0),
                "efficientnet_lite2": (260, 30.0)}
 ADD_TRIES = 4  # greedy ensembles: additions tried per step
+FLIP_TRIES = 3  # single backbones tried with flip augmentation
 RESERVE, RESERVE_S = 0.05, 15.0  # kept back for the final fit and writing the run: share, at least seconds
 LINEAR_UNIT = 2e-6  # first guess of CV seconds per (photo x feature x C): measured after the first candidate
 HEAD_UNIT = 3e-5
@@ -90,7 +98,7 @@ def _cached_share(bb: Backbone, paths: list[str]) -> float:
         if not d.is_dir() or not paths:
             return 0.0
         store = FeatureCache(d)
-        return float(np.mean([(k in store.index or k in store.bad) for k in map(file_key, paths)]))
+        return float(np.mean([(k in store.index or k in store.bad) for k in file_keys(paths)]))
     except Exception:  # an estimate only
         return 0.0
 
@@ -180,27 +188,47 @@ class Board:
         self.rows.append(row)
         if oof is not None:
             self.oof[row["candidate"]] = oof
-        done = [r for r in self.rows if r["status"] in ("ok", "reused")]
+        done = {**self.reuse, **{r["candidate"]: r for r in self.rows if r["status"] in ("ok", "reused")}}
         self.progress.parent.mkdir(parents=True, exist_ok=True)
-        text = to_csv(done)
+        text = to_csv(list(done.values()))  # rows of a resumed search that this one did not reach stay
         atomic_write(self.progress, lambda p: p.write_text(text), durable=False)
         return row
 
     def scored(self, model: str | None = None, single: bool | None = None) -> list[dict]:
-        rows = [r for r in self.rows if r["status"] in ("ok", "reused") and model in (None, r["model"])]
+        """Finished rows: this session's, and a resumed search's that this one has not reached."""
+        seen = {r["candidate"] for r in self.rows}
+        rows = [*self.rows, *(r for c, r in self.reuse.items() if c not in seen)]
+        rows = [r for r in rows if r["status"] in ("ok", "reused") and model in (None, r["model"])]
         if single is not None:
             rows = [r for r in rows if ("+" not in r["members"]) == single]
         return rows
 
     def best(self, **kw) -> dict | None:
         rows = self.scored(**kw)
-        return max(rows, key=lambda r: (r["cv_accuracy"], r["predict_img_s"])) if rows else None
+        return max(rows, key=rank_key) if rows else None
 
     def ranked(self) -> list[dict]:
         """Scored rows best first (rank 1..n), then the skipped ones."""
-        ok = sorted(self.scored(), key=lambda r: (-r["cv_accuracy"], -r["predict_img_s"]))
-        rest = [r for r in self.rows if r not in ok]
+        ok = sorted(self.scored(), key=rank_key, reverse=True)
+        rest = [r for r in self.rows if r["status"] not in ("ok", "reused")]
         return [{**r, "rank": i + 1} for i, r in enumerate(ok)] + [{**r, "rank": ""} for r in rest]
+
+
+def rank_key(row: dict) -> tuple:
+    """Better first: CV accuracy; on a tie (a few hundred photos tie often) the lower out-of-fold
+    log-loss after temperature scaling (a smoother measure of the same predictions), then the
+    faster candidate."""
+    nll = row.get("cv_nll")
+    nll = float(nll) if nll not in ("", None) and math.isfinite(float(nll)) else math.inf
+    return row["cv_accuracy"], -nll, row["predict_img_s"]
+
+
+def calibrated_nll(logits: np.ndarray, y: np.ndarray) -> float:
+    """Log-loss of out-of-fold logits at their best temperature: comparable across candidates
+    whatever their regularisation does to the logits' scale."""
+    from ..evaluate.calibration import fit_temperature, nll
+
+    return nll(logits, y, fit_temperature(logits, y))
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -222,6 +250,7 @@ def read_rows(path: Path) -> dict[str, dict]:
         try:
             for k in ("cv_accuracy", "cv_sd", "fit_s", "cv_s", "predict_img_s"):
                 r[k] = float(r[k])
+            r["cv_nll"] = float(r.get("cv_nll") or "nan")
             r["C"] = float(r["C"]) if r["C"] else ""
             r["folds"] = int(r["folds"])
         except (KeyError, ValueError):
@@ -234,8 +263,8 @@ def search_key(job: Job, o: AutoOptions) -> str:
     """What makes two searches' rows interchangeable: the training photos (content identity) and
     labels, folds, seed, C grid and head settings."""
     h = hashlib.sha256()
-    for p, y in zip(job.train.paths, job.train.labels.tolist(), strict=True):
-        h.update(f"{file_key(p)}:{y}\n".encode())
+    for k, y in zip(file_keys(job.train.paths), job.train.labels.tolist(), strict=True):
+        h.update(f"{k}:{y}\n".encode())
     h.update(json.dumps([o.folds, job.seed, list(o.c_grid), HeadOptions().__dict__], sort_keys=True).encode())
     return h.hexdigest()[:20]
 
@@ -258,46 +287,52 @@ class Search:
         self._splits: dict[bytes, list] = {}
 
     def run(self) -> dict | None:
-        self.singles()
-        self.ensembles()
-        self.flips()
-        if self.o.heads:
+        for m in self.members:  # 1. every backbone alone, raw and l2-normalised features
+            for norm in NORMS:
+                self.evaluate(_view([m], norm), "linear")
+        if self.o.flips:  # 2. flip augmentation for the best few
+            for r in self.top_singles(FLIP_TRIES):
+                self.evaluate(parse_view(r["backbone"]).with_options(flip=True), "linear")
+        if self.o.max_members > 1:  # 3. ensembles, greedily: logit averages (free), concatenations
+            for norm, flip in dict.fromkeys((r["norm"], r["feature_aug"] == "flip") for r in self.top_singles(3)):
+                self.greedy("avg", norm, flip)
+            best = self.top_singles(1)
+            if best:
+                self.greedy("linear", best[0]["norm"], best[0]["feature_aug"] == "flip")
+        if self.o.heads:  # 4. an MLP on the best feature set
             best = self.board.best(model="linear")
             if best:
                 self.evaluate(parse_view(best["backbone"]), "head")
         return self.board.best()
 
-    def singles(self) -> None:
-        for m in self.members:
-            name, size = _member(m)
-            for norm in NORMS:
-                self.evaluate(ViewSpec((MemberSpec(name, size),), norm), "linear")
+    def top_singles(self, n: int) -> list[dict]:
+        rows = sorted(self.board.scored(model="linear", single=True), key=rank_key, reverse=True)
+        return rows[:n]
 
-    def ensembles(self) -> None:
-        """Greedy forward selection over the ranked single backbones."""
-        singles = sorted(self.board.scored(model="linear", single=True), key=lambda r: -r["cv_accuracy"])
-        ranked = list(dict.fromkeys(r["members"] for r in singles))
-        if len(ranked) < 2 or self.o.max_members < 2:
+    def ranked_members(self) -> list[str]:
+        """Backbones, best single result first."""
+        rows = sorted(self.board.scored(model="linear", single=True), key=rank_key, reverse=True)
+        return list(dict.fromkeys(r["members"] for r in rows))
+
+    def greedy(self, model: str, norm: str, flip: bool) -> None:
+        """Forward selection: add to the best single backbone the member that helps most, while
+        the CV accuracy improves. Concatenations take other architectures only (a second lite2
+        size adds many features for little); logit averages may mix sizes of one network."""
+        ranked = self.ranked_members()
+        if len(ranked) < 2:
             return
-        current, best, norms = [ranked[0]], singles[0], NORMS
+        current, best = [ranked[0]], self.evaluate(_view([ranked[0]], norm, flip), "linear")
         for _ in range(2, self.o.max_members + 1):
             archs = {_member(c)[0] for c in current}
-            tries = [m for m in ranked if m not in current and _member(m)[0] not in archs][:ADD_TRIES]
-            rows = [(self.evaluate(_view([*current, m], norm), "linear"), m, norm) for m in tries for norm in norms]
-            rows = [t for t in rows if t[0] and t[0]["status"] in ("ok", "reused")]
+            tries = [m for m in ranked if m not in current and (model == "avg" or _member(m)[0] not in archs)]
+            rows = [(self.evaluate(_view([*current, m], norm, flip), model), m) for m in tries[:ADD_TRIES]]
+            rows = [t for t in rows if t[0]["status"] in ("ok", "reused")]
             if not rows:
                 return
-            row, m, norm = max(rows, key=lambda t: (t[0]["cv_accuracy"], t[0]["predict_img_s"]))
-            if row["cv_accuracy"] <= best["cv_accuracy"]:
+            row, m = max(rows, key=lambda t: rank_key(t[0]))
+            if best["status"] in ("ok", "reused") and rank_key(row) <= rank_key(best):
                 return
-            current, best, norms = [*current, m], row, (norm,)
-
-    def flips(self) -> None:
-        if not self.o.flips:
-            return
-        for best in (self.board.best(model="linear"), self.board.best(model="linear", single=True)):
-            if best and ":flip" not in best["backbone"] and not best["backbone"].endswith(",flip"):
-                self.evaluate(parse_view(best["backbone"]).with_options(flip=True), "linear")
+            current, best = [*current, m], row
 
     def evaluate(self, spec: ViewSpec, model: str) -> dict:
         """Score one candidate (or reuse / skip it); always returns its row."""
@@ -307,6 +342,8 @@ class Search:
             return row
         if cid in self.board.reuse:
             return self.board.add(self.board.reuse[cid])
+        if model == "avg":
+            return self._average(spec)
         needs = [(m, v) for m in _member_keys(spec) for v in ((False, True) if spec.flip else (False,))]
         n, dim = len(self.job.train), sum(self.bank.backbone(m).feature_dim for m in _member_keys(spec))
         est = self.units[model] * n * dim * (2 if spec.flip else 1) * (len(self.o.c_grid) if model == "linear" else 1)
@@ -320,14 +357,50 @@ class Search:
         x, mirror, ok = self.bank.matrix(spec)
         y = self.job.train.labels[ok]
         splits = self.splits(ok, y)
-        if model == "linear":
-            r = cv_linear(x, y, self.o.c_grid, splits, self.job.seed, mirror)
-        else:
-            r = cv_head(x, y, splits, HeadOptions(), self.job.seed, mirror)
+        with resolve(self.job.progress)(f"cv {spec.name()} {model}", 1) as advance:
+            if model == "linear":
+                r = cv_linear(x, y, self.o.c_grid, splits, self.job.seed, mirror)
+            else:
+                r = cv_head(x, y, splits, HeadOptions(), self.job.seed, mirror)
+            advance(1, info=f"{r.mean:.2%}")
         unit = r.seconds / max(1, len(y) * x.shape[1] * (2 if spec.flip else 1)
                                * (len(self.o.c_grid) if model == "linear" else 1))
         self.units[model] = unit
-        return self.board.add(self._row(spec, model, r, "ok"), r.oof_logits)
+        return self.board.add(self._row(spec, model, r, "ok", y), r.oof_logits)
+
+    def _average(self, spec: ViewSpec) -> dict:
+        """Logit average of the members' own linear probes, scored from their out-of-fold logits
+        on the same folds: no new fit. As a run it is one linear layer (block-diagonal weights)."""
+        singles = self.member_rows(spec)
+        if any(r["status"] not in ("ok", "reused") for r in singles):
+            return self.board.add(self._row(spec, "avg", None, "skipped: budget"))
+        z, ok = self.average_oof(spec, singles)
+        y = self.job.train.labels[ok]
+        accs = [float((z[va].argmax(1) == y[va]).mean()) for _, va in self.splits(ok, y)]
+        r = CVResult(float(np.mean(accs)), float(np.std(accs)), None, {"avg": accs}, z,
+                     sum(float(s["fit_s"]) for s in singles), 0.0)
+        return self.board.add(self._row(spec, "avg", r, "ok", y), z)
+
+    def average_oof(self, spec: ViewSpec, singles: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """Mean out-of-fold logits of the members' probes over the photos all members read."""
+        parts = [self.oof(r) for r in singles]  # loads the members' features too
+        _, _, ok = self.bank.matrix(spec)
+        return np.mean([z[ok[ok_m]] for z, ok_m in parts], axis=0), ok
+
+    def member_rows(self, spec: ViewSpec) -> list[dict]:
+        return [self.evaluate(ViewSpec((m,), spec.norm, spec.flip), "linear") for m in spec.members]
+
+    def oof(self, row: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(out-of-fold logits, ok mask) of a single linear row (recomputed at its C if reused)."""
+        spec = parse_view(row["backbone"])
+        for m, v in [(m, v) for m in _member_keys(spec) for v in ((False, True) if spec.flip else (False,))]:
+            self.bank.ensure(m, v)
+        x, mirror, ok = self.bank.matrix(spec)
+        if row["candidate"] not in self.board.oof:
+            y = self.job.train.labels[ok]
+            self.board.oof[row["candidate"]] = cv_linear(x, y, (float(row["C"]),), self.splits(ok, y), self.job.seed,
+                                                         mirror).oof_logits
+        return self.board.oof[row["candidate"]], ok
 
     def splits(self, ok: np.ndarray, y: np.ndarray) -> list:
         key = ok.tobytes()
@@ -339,18 +412,21 @@ class Search:
         """img/s of the candidate's features: the members in sequence (twice with flip)."""
         return 1.0 / sum((2 if spec.flip else 1) / self.bank.rate(m) for m in _member_keys(spec))
 
-    def _row(self, spec: ViewSpec, model: str, r: CVResult | None, status: str) -> dict:
+    def _row(self, spec: ViewSpec, model: str, r: CVResult | None, status: str, y: np.ndarray | None = None) -> dict:
+        nan = float("nan")
         return {"rank": "", "candidate": f"{spec.name()} {model}", "model": model, "backbone": spec.name(),
                 "members": "+".join(_member_keys(spec)), "norm": spec.norm,
                 "feature_aug": "flip" if spec.flip else "none",
-                "C": r.c if r and r.c is not None else "", "cv_accuracy": r.mean if r else float("nan"),
-                "cv_sd": r.sd if r else float("nan"), "folds": len(next(iter(r.scores.values()))) if r else 0,
-                "fit_s": round(r.fit_s, 3) if r else float("nan"), "cv_s": round(r.seconds, 2) if r else float("nan"),
+                "C": r.c if r and r.c is not None else "", "cv_accuracy": r.mean if r else nan,
+                "cv_sd": r.sd if r else nan,
+                "cv_nll": round(calibrated_nll(r.oof_logits, y), 5) if r is not None and y is not None else nan,
+                "folds": len(next(iter(r.scores.values()))) if r else 0,
+                "fit_s": round(r.fit_s, 3) if r else nan, "cv_s": round(r.seconds, 2) if r else nan,
                 "predict_img_s": round(self.predict_rate(spec), 1), "status": status}
 
 
-def _view(members: list[str], norm: str) -> ViewSpec:
-    return ViewSpec(tuple(MemberSpec(*_member(m)) for m in members), norm)
+def _view(members: list[str], norm: str, flip: bool = False) -> ViewSpec:
+    return ViewSpec(tuple(MemberSpec(*_member(m)) for m in members), norm, flip)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,20 +434,42 @@ def _view(members: list[str], norm: str) -> ViewSpec:
 # ----------------------------------------------------------------------------------------------
 def explain_choice(s: Search, best: dict) -> str:
     """Why the run keeps ``best``, in one line a person can check against the leaderboard."""
-    single = s.board.best(single=True)
+    single = max(s.board.scored(single=True), key=rank_key, default=None)
     scored, skipped = s.board.scored(), [r for r in s.board.rows if r["status"].startswith("skipped")]
     text = (f"{best['candidate']}: the highest {best['folds']}-fold cross-validated accuracy on the "
             f"{len(s.job.train)} training photos ({best['cv_accuracy']:.2%} ± {best['cv_sd']:.2%})")
     if single is not None and single["candidate"] != best["candidate"]:
-        text += (f", {100 * (best['cv_accuracy'] - single['cv_accuracy']):+.1f} points over the best single backbone "
-                 f"({single['candidate']}, {single['cv_accuracy']:.2%})")
+        if single["cv_accuracy"] == best["cv_accuracy"]:
+            text += (f", tied with the best single backbone ({single['candidate']}) and kept for its lower "
+                     f"out-of-fold log-loss ({best['cv_nll']:.3f} vs {single['cv_nll']:.3f})")
+        else:
+            text += (f", {100 * (best['cv_accuracy'] - single['cv_accuracy']):+.1f} points over the best single "
+                     f"backbone ({single['candidate']}, {single['cv_accuracy']:.2%})")
     return (text + f"; {len(scored)} candidates scored, {len(skipped)} skipped for the budget "
-            f"({s.clock.elapsed():.0f} s of {s.clock.budget:.0f} s); "
-            f"features at ~{best['predict_img_s']:.0f} img/s here")
+            f"({s.clock.elapsed():.0f} s of {s.clock.budget:.0f} s); features at ~{best['predict_img_s']:.0f} "
+            f"img/s here")
 
 
-def _fit_best(s: Search, best: dict, x: np.ndarray, mirror: np.ndarray | None, y: np.ndarray):
+def _fit_average(s: Search, spec: ViewSpec, ok: np.ndarray, y: np.ndarray) -> tuple[torch.nn.Linear, dict]:
+    """Each member's probe (its own C) on its own block, as one block-diagonal linear layer whose
+    logits are the members' mean."""
+    k, heads = len(s.job.train.classes), []
+    for row in s.member_rows(spec):
+        x, mirror, ok_m = s.bank.matrix(parse_view(row["backbone"]))
+        x, mirror = x[ok[ok_m]], None if mirror is None else mirror[ok[ok_m]]
+        xt, yt = (x, y) if mirror is None else (np.concatenate([x, mirror]), np.concatenate([y, y]))
+        heads.append(fit_linear_probe(xt, yt, None, None, k, s.job.seed, c=float(row["C"]))[0])
+    lin = torch.nn.Linear(sum(h.in_features for h in heads), k)
+    with torch.no_grad():
+        lin.weight.copy_(torch.cat([h.weight for h in heads], 1) / len(heads))
+        lin.bias.copy_(torch.stack([h.bias for h in heads]).mean(0))
+    return lin, {"type": "linear", "in": lin.in_features, "out": k}
+
+
+def _fit_best(s: Search, best: dict, x: np.ndarray, mirror: np.ndarray | None, y: np.ndarray, ok: np.ndarray):
     k = len(s.job.train.classes)
+    if best["model"] == "avg":
+        return _fit_average(s, parse_view(best["backbone"]), ok, y)
     if best["model"] == "linear":
         xt, yt = (x, y) if mirror is None else (np.concatenate([x, mirror]), np.concatenate([y, y]))
         head, _, _ = fit_linear_probe(xt, yt, None, None, k, s.job.seed, c=float(best["C"]))
@@ -389,6 +487,8 @@ def _oof(s: Search, best: dict, spec: ViewSpec, y: np.ndarray) -> np.ndarray:
     """Out-of-fold logits of the chosen candidate (recomputed when its row was reused)."""
     if best["candidate"] in s.board.oof:
         return s.board.oof[best["candidate"]]
+    if best["model"] == "avg":
+        return s.average_oof(spec, s.member_rows(spec))[0]
     x, mirror, ok = s.bank.matrix(spec)
     splits = s.splits(ok, y)
     if best["model"] == "linear":
@@ -404,7 +504,7 @@ def final_fit(s: Search, best: dict) -> Fitted:
             s.bank.ensure(m, v)
     x, mirror, ok = s.bank.matrix(spec)
     y = s.job.train.labels[ok]
-    head, head_spec = _fit_best(s, best, x, mirror, y)
+    head, head_spec = _fit_best(s, best, x, mirror, y, ok)
     val_probs = val_ok = None
     if len(s.job.val):
         xv, mv, val_ok = s.bank.matrix(spec, split=1)
@@ -429,6 +529,9 @@ def train_auto(job: Job) -> Fitted:
     photo; writes ``leaderboard.csv`` into the run."""
     if len(np.unique(job.train.labels)) < 2:
         raise DataError("the training split has photos of fewer than 2 classes")
+    if job.run.backbone != DEFAULT_BACKBONE or job.run.input_size or job.run.weights:
+        raise OptionError("backbone", "and {input_size} do not apply to {mode} auto, which searches its "
+                                      "{members} (e.g. efficientnet_lite2@384,mobilenet_v2)")
     s = Search(job, job.options)
     best = s.run()
     if best is None:
