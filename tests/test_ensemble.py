@@ -152,3 +152,15 @@ def test_ensemble_run_works_with_tta_attack_and_export(ensemble_run, petimages, 
     assert r["success"], r
     report = export_onnx(run, tmp_path / "onnx", verify_images=photos)
     assert report.max_abs_dprob < 1e-4 and report.top1_agreement == 1.0
+
+
+def test_ensemble_robustness_and_head_mode(ensemble_run, petimages, tmp_path):
+    from transferlab.attack.robustness import robustness
+    from transferlab.training.api import train
+
+    data = _csv(tmp_path / "few.csv", petimages, range(2000, 2002))
+    r = robustness(ensemble_run, data, eps=[0, 8 / 255], steps=2, progress=False)
+    assert r["images"] == 4 and r["accuracy"][0] >= r["accuracy"][-1]
+    run = train(_csv(tmp_path / "train.csv", petimages, range(100, 116)), backbone=ENS, mode="head", epochs=20,
+                val_fraction=0.25, out=tmp_path / "head", progress=False)  # the member features are cached
+    assert run.config["head"]["in"] == 2560 and run.metrics["val_accuracy"] >= 0.75

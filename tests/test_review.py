@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests._helpers import run_cli
-from transferlab.evaluate.review import ReviewOptions, confident_joint, label_issues, review
+from transferlab.evaluate.review import ReviewOptions, confident_joint, label_issues, rank_suspects, review
 from transferlab.run import load
 
 
@@ -23,6 +23,12 @@ def test_confident_joint_and_issues_on_known_probabilities():
     assert joint.tolist() == [[2, 0], [1, 2]]
     order, suggested, margin = label_issues(probs, y)
     assert order.tolist() == [5] and suggested.tolist() == [0] and margin[0] == pytest.approx(-0.9)
+    # the ranked list adds photos the model puts elsewhere without confidence (none here)
+    order, suggested, margin, flagged = rank_suspects(probs, y)
+    assert order.tolist() == [5] and flagged.tolist() == [True]
+    probs[2] = [0.45, 0.55]  # photo 2 now leans to class 1, below its threshold (0.583)
+    order, suggested, margin, flagged = rank_suspects(probs, y)
+    assert order.tolist() == [5, 2] and suggested.tolist() == [0, 1] and flagged.tolist() == [True, False]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +55,9 @@ def test_review_ranks_the_misfiled_photos_first(mislabelled, tmp_path):
     top = [s["path"] for s in r["suspects"][:3]]
     assert set(top) == set(wrong), r["suspects"][:5]
     assert {s["suggested"] for s in r["suspects"][:3] if "dog-" in s["path"]} == {"Dog"}
-    assert r["images"] == 27 and all(s["score"] < 0 for s in r["suspects"])
+    scores = [s["score"] for s in r["suspects"]]
+    assert r["images"] == 27 and scores == sorted(scores) and scores[0] < 0
+    assert r["issues_found"] == sum(s["confident"] for s in r["suspects"]) >= 1
     rows = list(csv.DictReader((tmp_path / "rev" / "review.csv").open()))
     assert [row["path"] for row in rows] == [s["path"] for s in r["suspects"]]
     assert json.loads((tmp_path / "rev" / "review.json").read_text())["suspects_found"] == len(rows)

@@ -134,7 +134,8 @@ def reliability_figure(curves: dict[str, dict], path: str | Path, title: str = "
 def contact_sheet_figure(items: list[dict], path: str | Path, data_config, cols: int = 6,
                          title: str = "Suspected label errors") -> Path:
     """Grid of photos with their given and suggested labels: ``items`` have path, rank, given,
-    suggested, score (lower = more suspect) and optionally p_given / p_suggested."""
+    suggested, score (lower = more suspect) and optionally p_given / p_suggested and confident
+    (flagged by confident learning, marked on the sheet)."""
     from ..data.loader import decode
 
     rows = max(1, (len(items) + cols - 1) // cols)
@@ -144,8 +145,9 @@ def contact_sheet_figure(items: list[dict], path: str | Path, data_config, cols:
     for ax, it in zip(np.atleast_1d(axes).ravel(), items):
         ax.imshow(decode(it["path"], data_config).permute(1, 2, 0).numpy())
         probs = (f" ({it['p_given']:.2f})", f" ({it['p_suggested']:.2f})") if "p_given" in it else ("", "")
+        flag = "  [confident]" if it.get("confident") else ""
         ax.set_title(f"#{it['rank']} given: {it['given']}{probs[0]}\nsuggested: {it['suggested']}{probs[1]}\n"
-                     f"score {it['score']:.3f}", fontsize=7)
+                     f"score {it['score']:.3f}{flag}", fontsize=7)
     if not items:
         fig.text(0.5, 0.5, "no suspected label errors", ha="center")
     fig.suptitle(title)

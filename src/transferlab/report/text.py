@@ -165,15 +165,18 @@ def calibration_line(cal: dict | None) -> str | None:
     """ECE before/after temperature scaling, or None for a run without held-out data."""
     if not cal:
         return None
-    return (f"calibration ({cal['source']}, {cal['n']} images): ECE {cal['ece_before']:.2%} -> "
-            f"{cal['ece_after']:.2%} with temperature {cal['temperature']:.2f}")
+    head = f"calibration ({cal['source']}, {cal['n']} images): ECE {cal['ece_before']:.2%}"
+    if not cal.get("fitted", True):
+        return f"{head}; {cal.get('note', 'temperature not fitted')}"
+    return f"{head} -> {cal['ece_after']:.2%} with temperature {cal['temperature']:.2f}"
 
 
 def review_lines(r: dict, top: int = 24) -> list[str]:
     """Suspected label errors, most suspect first."""
-    lines = [f"{r['suspects_found']} suspected label errors among {r['images']} images "
-             f"(cross-validated accuracy {r['cv_accuracy']:.2%})"]
+    lines = [f"{r['suspects_found']} suspected label errors among {r['images']} images, "
+             f"{r.get('issues_found', 0)} of them confident-learning issues (cross-validated accuracy "
+             f"{r['cv_accuracy']:.2%})"]
     for s in r["suspects"][:top]:
         lines.append(f"{s['rank']:>3}  {s['path']}  given {s['given']} -> suggested {s['suggested']} "
-                     f"(p {s['p_given']:.2f} vs {s['p_suggested']:.2f})")
+                     f"(p {s['p_given']:.2f} vs {s['p_suggested']:.2f}){'  confident' if s.get('confident') else ''}")
     return lines

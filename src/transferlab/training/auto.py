@@ -14,7 +14,8 @@ a sound choice:
    ``max_members``, while CV improves), of two kinds: ``avg``, the mean of the members' own
    probes' logits (scored from their out-of-fold logits: no new fit; one block-diagonal linear
    layer as a run), and ``linear``, one probe on the concatenated features;
-4. an MLP head on the best feature set.
+4. an MLP head (``--mode head``'s) on the best single backbone (right after stage 1, so that a
+   budget spent on extraction still leaves it) and on the best feature set.
 
 Candidates rank by CV accuracy, ties (frequent with a few hundred photos) by the out-of-fold
 log-loss after temperature scaling, then by speed.
@@ -62,7 +63,8 @@ ADD_TRIES = 4  # greedy ensembles: additions tried per step
 FLIP_TRIES = 3  # single backbones tried with flip augmentation
 RESERVE, RESERVE_S = 0.05, 15.0  # kept back for the final fit and writing the run: share, at least seconds
 LINEAR_UNIT = 2e-6  # first guess of CV seconds per (photo x feature x C): measured after the first candidate
-HEAD_UNIT = 3e-5
+HEAD_UNIT = 2e-5
+SEARCH_VERSION = 2  # part of the resume key: bump when a candidate's scoring changes
 
 
 @dataclass
@@ -265,7 +267,8 @@ def search_key(job: Job, o: AutoOptions) -> str:
     h = hashlib.sha256()
     for k, y in zip(file_keys(job.train.paths), job.train.labels.tolist(), strict=True):
         h.update(f"{k}:{y}\n".encode())
-    h.update(json.dumps([o.folds, job.seed, list(o.c_grid), HeadOptions().__dict__], sort_keys=True).encode())
+    h.update(json.dumps([SEARCH_VERSION, o.folds, job.seed, list(o.c_grid), HeadOptions().__dict__],
+                        sort_keys=True).encode())
     return h.hexdigest()[:20]
 
 
@@ -290,6 +293,9 @@ class Search:
         for m in self.members:  # 1. every backbone alone, raw and l2-normalised features
             for norm in NORMS:
                 self.evaluate(_view([m], norm), "linear")
+        best = self.top_singles(1)
+        if self.o.heads and best:  # an MLP on the best single backbone, before the budget goes
+            self.evaluate(parse_view(best[0]["backbone"]), "head")
         if self.o.flips:  # 2. flip augmentation for the best few
             for r in self.top_singles(FLIP_TRIES):
                 self.evaluate(parse_view(r["backbone"]).with_options(flip=True), "linear")
@@ -299,7 +305,7 @@ class Search:
             best = self.top_singles(1)
             if best:
                 self.greedy("linear", best[0]["norm"], best[0]["feature_aug"] == "flip")
-        if self.o.heads:  # 4. an MLP on the best feature set
+        if self.o.heads:  # 4. an MLP on the best feature set, if that is not a single backbone's
             best = self.board.best(model="linear")
             if best:
                 self.evaluate(parse_view(best["backbone"]), "head")
