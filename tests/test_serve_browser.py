@@ -82,7 +82,15 @@ def browser():
 
 
 def _loaded(page, selector: str) -> bool:
-    return page.eval_on_selector(selector, "img => img.complete && img.naturalWidth > 0")
+    """True once the image under ``selector`` has decoded. Waits (up to 10 s) because catalog
+    thumbnails are ``loading="lazy"``: the page's load event does not wait for them."""
+    try:
+        page.wait_for_function(
+            "sel => { const i = document.querySelector(sel); return !!i && i.complete && i.naturalWidth > 0; }",
+            arg=selector, timeout=10_000)
+    except sync_api.TimeoutError:
+        return False
+    return True
 
 
 def _upload(page, path: Path) -> None:

@@ -23,7 +23,34 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import OutputError, SettingError
+
+
+# --------------------------------------------------------------------------------------------
+# where transferlab keeps its caches, and numeric settings from the environment
+# --------------------------------------------------------------------------------------------
+def cache_root() -> Path:
+    """The transferlab cache directory (``$TRANSFERLAB_CACHE``, else ``$XDG_CACHE_HOME/transferlab``,
+    else ``~/.cache/transferlab``): features, engine verdicts and auto-mode progress live here."""
+    env = os.environ.get("TRANSFERLAB_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "transferlab"
+
+
+def env_number(name: str, default, kind: type, valid: Callable[[float], bool], hint: str):
+    """A numeric ``TRANSFERLAB_*`` setting: ``default`` when unset, else ``kind(value)``; anything
+    unparsable or failing ``valid`` is a :class:`SettingError` naming the variable and ``hint``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not valid(value):
+        raise SettingError(f"{name}={raw!r}: {hint}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._io import save_safetensors
-from .errors import SettingError
+from ._io import cache_root, env_number, save_safetensors
 from .models.classifier import Backbone, ImageClassifier
 from .progress import resolve
 from .runtime.device import compile_default, default_device, precision_tag
@@ -39,13 +38,6 @@ FLUSH_ENV = "TRANSFERLAB_FLUSH_SECONDS"
 # Fewer images than this run in torch even where onnxruntime is the engine: exporting the model
 # costs ~6 s once, which only pays off over a few hundred images (24 vs 150 img/s, issue 5).
 ONNX_MIN_IMAGES = 256
-
-
-def cache_root() -> Path:
-    env = os.environ.get("TRANSFERLAB_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "transferlab"
 
 
 @dataclass
@@ -99,16 +91,7 @@ def file_keys(paths: Sequence[str | Path]) -> list[str]:
 
 def flush_seconds() -> float:
     """``TRANSFERLAB_FLUSH_SECONDS`` (default 30): the most extraction work a kill can lose."""
-    raw = os.environ.get(FLUSH_ENV, "").strip()
-    if not raw:
-        return 30.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise SettingError(f"{FLUSH_ENV}={raw!r}: give a number of seconds > 0")
-    return value
+    return env_number(FLUSH_ENV, 30.0, float, lambda v: v > 0, "give a number of seconds > 0")
 
 
 class FeatureCache:

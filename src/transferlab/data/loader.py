@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ImageError, SettingError
+from ..errors import ImageError
 from .geometry import DataConfig
 from .images import BadImage, load_rgb, missing_reason
 
@@ -134,17 +134,10 @@ def default_nice() -> int:
     threads on a quiet 2-core slice (benchmarks/decode_strategies.py, BENCHMARKS.md); the
     margin is small, hence the knob. A value that is not an integer in 0..19 is a user error:
     negative values would ask for more priority than the user gave the process."""
-    raw = os.environ.get(NICE_ENV, "").strip()
-    if not raw:
-        return 10
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 19:
-        raise SettingError(f"{NICE_ENV}={raw!r}: give an integer from 0 to 19 (how much lower than the "
-                           "process the decode threads run)")
-    return value
+    from .._io import env_number
+
+    return env_number(NICE_ENV, 10, int, lambda v: 0 <= v <= 19,
+                      "give an integer from 0 to 19 (how much lower than the process the decode threads run)")
 
 
 def decode_niceness(increment: int) -> int:

@@ -21,21 +21,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._io import write_json
+from .._io import cache_root, write_json
 
 FORMAT = 1
 # Flags the kernels of torch (oneDNN) and onnxruntime (MLAS) dispatch on.
 FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
          "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "bf16", "i8mm")
-
-
-def cache_root() -> Path:
-    """The transferlab cache directory (``$TRANSFERLAB_CACHE``, else ``$XDG_CACHE_HOME/transferlab``,
-    else ``~/.cache/transferlab``): the same root as the feature cache."""
-    env = os.environ.get("TRANSFERLAB_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "transferlab"
 
 
 def verdict_file() -> Path:
