@@ -138,8 +138,7 @@ def test_mlp_head_cam_weights_match_autograd(tmp_path, pets_run, petimages):
 
     torch.manual_seed(0)
     head = build_head({"type": "mlp", "in": 1280, "hidden": 64, "out": 3, "dropout": 0.1}).eval()
-    model = type(pets_run.model)(pets_run.model.normalize, pets_run.model.trunk, head).eval()
-    run = dataclasses.replace(pets_run, model=model, classes=["a", "b", "c"], path=None, config={})
+    run = dataclasses.replace(pets_run, network=None, head=head, classes=["a", "b", "c"], path=None, config={})
     photos = _pets(petimages, 2400, 1)
     export_onnx(run, tmp_path / "mlp", verify_images=photos)
     onnx = load_exported(tmp_path / "mlp")

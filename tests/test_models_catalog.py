@@ -24,12 +24,17 @@ def test_every_bundled_spec_has_a_catalog_entry():
 def test_static_metadata_equals_the_built_backbone(info):
     if not info.available():
         pytest.skip(f"{info.package} not installed")
-    bb = create_backbone(info.name)
-    dc = bb.data_config
-    assert info.params == bb.num_params() == sum(p.numel() for p in bb.model.parameters())
-    assert info.feature_dim == bb.feature_dim == bb.model.head.in_features
-    assert (info.input_size, info.resize_size, info.interpolation) == (dc.input_size, dc.resize_size,
-                                                                        dc.interpolation)
+    outline = create_backbone(info.name)  # what a cached job uses: nothing built yet
+    assert not outline.built
+    spec = next(s for s in list_backbones() if s.name == info.name)
+    built = spec.builder(None)  # the builder's own view, from timm / torchvision and the weights
+    dc = built.data_config
+    assert outline.data_config == dc and outline.key == built.key
+    assert (outline.weights_digest, outline.family, outline.source) == (built.weights_digest, built.family, "bundled")
+    assert info.params == built.num_params() == outline.num_params() and outline.built
+    assert info.feature_dim == outline.feature_dim == built.model.head.in_features
+    assert (info.input_size, info.resize_size, info.interpolation, info.mean, info.std) == (
+        dc.input_size, dc.resize_size, dc.interpolation, dc.mean, dc.std)
 
 
 def test_catalog_needs_no_torch():

@@ -103,6 +103,24 @@ def test_finetune_learns(uninterrupted):
 
 
 @pytest.mark.slow
+def test_finetuned_run_never_uses_the_pretrained_feature_cache(uninterrupted, petimages):
+    """The feature cache is keyed by the pretrained backbone: a fine-tuned run must neither read
+    it (its head would see the wrong features) nor write its own features into it."""
+    paths = _pets(petimages, 12).paths[:6]
+    bb = create_backbone("efficientnet_lite0")
+    pre = extract(bb, paths, progress=False)  # pretrained features, now cached
+    run = load_run(uninterrupted.path)
+    assert run.is_finetuned and not run.pretrained_trunk
+    ft = extract(run.backbone, paths, model=run.model, progress=False)
+    assert ft.extracted == 6 and not np.allclose(ft.features, pre.features, atol=1e-3)
+    by_files, _ = run.predict_proba_paths(paths, cache=True)  # evaluate's path
+    by_pixels = run.predict_proba(paths)
+    assert list(by_files.argmax(1)) == list(by_pixels.argmax(1)) and np.abs(by_files - by_pixels).max() < 0.05
+    again = extract(bb, paths, progress=False)
+    assert again.extracted == 0 and np.array_equal(again.features, pre.features)  # the cache is untouched
+
+
+@pytest.mark.slow
 def test_resume_after_kill_replays_the_same_epochs(petimages, uninterrupted, tmp_path, monkeypatch):
     out = tmp_path / "killed"
 

@@ -201,9 +201,10 @@ def extract(
 ) -> Features:
     """Pooled features for ``paths``. ``model`` defaults to the backbone's own network; the cache
     is used only when the trunk is the backbone's (not a fine-tuned one)."""
-    model = model or backbone.model
     device = torch.device(device) if device else default_device()
-    cache = cache and model.trunk is backbone.model.trunk
+    # the cache holds the pretrained trunk's features: only for the backbone's own trunk (a cached
+    # job never builds it; a network with a trunk of its own, fine-tuned, is never cached)
+    cache = cache and (model is None or (backbone.built and model.trunk is backbone.model.trunk))
     paths = [str(p) for p in paths]
     keys = file_keys(paths)
     engine = engine_default(device, backbone, measure=len(paths) >= ONNX_MIN_IMAGES)  # timed once per machine
@@ -215,6 +216,7 @@ def extract(
     todo = [i for i, k in enumerate(keys) if k not in have and k not in bad]
 
     if todo:
+        model = model or backbone.model
         if (engine == "onnxruntime" and len(todo) < ONNX_MIN_IMAGES and precision_tag(device) == "fp32"
                 and not _has_runner(model, device, batch_size, engine)):
             engine = "torch"  # a small job: not worth the export (same fp32 features, same cache)

@@ -29,12 +29,34 @@ class Run:
     """A classifier: backbone + head + its class names. ``path`` is None for a bare backbone."""
 
     backbone: Backbone
-    model: ImageClassifier  # takes [0, 1] pixels
     classes: list[str]
     config: dict = field(default_factory=dict)
     path: Path | None = None
     synonyms: list[list[str]] | None = None
     metrics: dict = field(default_factory=dict)  # metrics.json of a trained run (empty for a backbone)
+    # the network (takes [0, 1] pixels): a fine-tuned run's own; else None, and ``model`` is the
+    # backbone's trunk with ``head``, put together on first use (a cached job never builds it)
+    network: ImageClassifier | None = field(default=None, repr=False)
+    head: torch.nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> ImageClassifier:
+        if self.network is None:
+            bb = self.backbone.model
+            self.network = ImageClassifier(bb.normalize, bb.trunk, self.head if self.head is not None else bb.head)
+        return self.network
+
+    def _pooled_head(self) -> torch.nn.Module:
+        """The head on pooled features, without putting the network together."""
+        return self.head if self.network is None and self.head is not None else self.model.head
+
+    @property
+    def pretrained_trunk(self) -> bool:
+        """Whether the network's trunk is the backbone's pretrained one, so that its features may
+        come from (and go to) the feature cache under the backbone's key; a fine-tuned run's may not."""
+        if self.network is None:
+            return True
+        return self.backbone.built and self.network.trunk is self.backbone.model.trunk
 
     @property
     def name(self) -> str:
@@ -89,12 +111,12 @@ class Run:
             from .evaluate.tta import predict_proba_tta
 
             return predict_proba_tta(self, paths, tta, batch_size=batch_size, progress=progress)
-        if self.model.trunk is self.backbone.model.trunk:
+        if self.pretrained_trunk:
             feats = extract_view(self.backbone, paths, cache=cache, progress=progress, batch_size=batch_size)
         else:
             feats = extract(self.backbone, paths, model=self.model, cache=cache, progress=progress,
                             batch_size=batch_size)
-        logits = self.model.head(torch.from_numpy(feats.features))
+        logits = self._pooled_head()(torch.from_numpy(feats.features))
         return logits.softmax(-1).numpy(), feats.skipped
 
     @property
@@ -132,12 +154,12 @@ def load(spec: str | Path, weights: str | Path | None = None) -> Run:
         bb = create_backbone(str(spec), weights=weights)
     except TransferlabError as e:
         raise type(e)(f"'{spec}' is neither a run directory nor a usable backbone: {e}") from None
-    return Run(backbone=bb, model=bb.model, classes=bb.class_names, synonyms=bb.class_synonyms)
+    return Run(backbone=bb, classes=bb.class_names, synonyms=bb.class_synonyms)
 
 
 def from_backbone(name: str, weights: str | Path | None = None) -> Run:
     bb = create_backbone(name, weights=weights)
-    return Run(backbone=bb, model=bb.model, classes=bb.class_names, synonyms=bb.class_synonyms)
+    return Run(backbone=bb, classes=bb.class_names, synonyms=bb.class_synonyms)
 
 
 def _head(spec: dict, classes: list[str], cfg_file: Path) -> torch.nn.Module:
@@ -154,7 +176,7 @@ def _head(spec: dict, classes: list[str], cfg_file: Path) -> torch.nn.Module:
     return head
 
 
-def _calibrate(model: ImageClassifier, cfg: dict, cfg_file: Path) -> None:
+def _calibrate(head: torch.nn.Module, cfg: dict, cfg_file: Path) -> None:
     """Apply the run's temperature (``config["calibration"]``, fitted on held-out data when it
     was trained) to its head, so every probability the run gives is calibrated."""
     from .evaluate.calibration import apply_temperature
@@ -168,7 +190,7 @@ def _calibrate(model: ImageClassifier, cfg: dict, cfg_file: Path) -> None:
         t = -1.0
     if not 0 < t < float("inf"):
         raise RunError(f"unreadable {cfg_file}: calibration temperature must be a number > 0")
-    apply_temperature(model.head, t)
+    apply_temperature(head, t)
 
 
 def load_run(path: str | Path) -> Run:
@@ -200,22 +222,33 @@ def load_run(path: str | Path) -> Run:
         sd = load_file(str(w_file))
     except (SafetensorError, OSError) as e:
         raise RunError(f"unreadable {w_file}: {e}") from None
-    model = bb.model if any(k.startswith("trunk.") for k in sd) else ImageClassifier(
-        bb.model.normalize, bb.model.trunk, torch.nn.Identity()
-    )
-    model.head = _head(head_spec, classes, cfg_file)
+    head = _head(head_spec, classes, cfg_file)
+    if any(k.startswith("trunk.") for k in sd):  # fine-tuned: a network of its own, never the backbone's
+        network = create_backbone(bb_cfg["name"], weights=bb_cfg.get("weights_path"), input_size=size).model
+        network.head = head
+        _load_weights(network, sd, w_file)
+    else:  # a head on the pretrained trunk: checked and loaded without building the trunk
+        network = None
+        _load_weights(torch.nn.ModuleDict({"head": head}), sd, w_file)
+    _calibrate(head, cfg, cfg_file)
+    for m in (head, network):
+        if m is not None:
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+    try:
+        metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else {}
+    except ValueError:
+        metrics = {}
+    return Run(backbone=bb, classes=classes, config=cfg, path=path, synonyms=None, metrics=metrics, network=network,
+               head=head)
+
+
+def _load_weights(model: torch.nn.Module, sd: dict, w_file: Path) -> None:
+    """``sd`` into ``model``: every head tensor present, nothing the model lacks, shapes matching."""
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError as e:  # a tensor of the wrong shape
         raise RunError(f"{w_file} does not match its config: {str(e).splitlines()[-1].strip()[:200]}") from None
     if unexpected or any(k.startswith("head.") for k in missing):
         raise RunError(f"{w_file} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    _calibrate(model, cfg, cfg_file)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else {}
-    except ValueError:
-        metrics = {}
-    return Run(backbone=bb, model=model, classes=classes, config=cfg, path=path, synonyms=None, metrics=metrics)

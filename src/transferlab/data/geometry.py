@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.transforms.v2 import functional as TF
+
+if TYPE_CHECKING:
+    from torchvision.transforms.v2 import InterpolationMode
+
+
+def _tf():
+    """torchvision's functional transforms, imported on first use: importing torchvision costs
+    ~1-2 s (it loads torch._dynamo), which a job whose features are all cached never needs."""
+    from torchvision.transforms.v2 import functional
+
+    return functional
 
 
 @dataclass(frozen=True)
@@ -46,8 +57,8 @@ class DataConfig:
         return asdict(self)
 
     @property
-    def pil_interpolation(self) -> TF.InterpolationMode:
-        return TF.InterpolationMode(self.interpolation)
+    def pil_interpolation(self) -> InterpolationMode:
+        return _tf().InterpolationMode(self.interpolation)
 
     def resize_crop(self, img: Image.Image) -> Image.Image:
         """Resize the shorter side to ``resize_size`` and centre-crop ``input_size`` x ``input_size``
@@ -81,7 +92,7 @@ class DataConfig:
             hwc = hwc.copy()
         x = torch.from_numpy(hwc).permute(2, 0, 1)[None]
         x = F.interpolate(x, size=(nh, nw), mode=mode, antialias=mode != "nearest-exact")[0]
-        return TF.center_crop(x, [s, s]).permute(1, 2, 0).numpy()  # pads like torchvision if too small
+        return _tf().center_crop(x, [s, s]).permute(1, 2, 0).numpy()  # pads like torchvision if too small
 
     def _box_resize_crop(self, hwc: np.ndarray, nw: int, nh: int) -> np.ndarray:
         """The same geometry as one PIL resample of the kept box (``box=``): torchvision's
@@ -90,8 +101,9 @@ class DataConfig:
         img = Image.fromarray(hwc)
         w, h = img.size
         if min(nw, nh) < s:  # crop larger than the resized image: torchvision pads, do the same
-            img = TF.resize(img, self.resize_size, interpolation=self.pil_interpolation, antialias=True)
-            return np.asarray(TF.center_crop(img, [s, s]))
+            tf = _tf()
+            img = tf.resize(img, self.resize_size, interpolation=self.pil_interpolation, antialias=True)
+            return np.asarray(tf.center_crop(img, [s, s]))
         top, left = round((nh - s) / 2.0), round((nw - s) / 2.0)
         sx, sy = w / nw, h / nh
         box = (left * sx, top * sy, (left + s) * sx, (top + s) * sy)
@@ -99,7 +111,8 @@ class DataConfig:
 
     def preprocess(self, img: Image.Image) -> torch.Tensor:
         """PIL RGB image -> float tensor [3, S, S] in [0, 1] (normalisation is inside the model)."""
-        return TF.to_dtype(TF.pil_to_tensor(self.resize_crop(img)), torch.float32, scale=True)
+        tf = _tf()
+        return tf.to_dtype(tf.pil_to_tensor(self.resize_crop(img)), torch.float32, scale=True)
 
 
 _TORCH_MODES = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest-exact",

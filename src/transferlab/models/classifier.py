@@ -48,17 +48,44 @@ class ImageClassifier(nn.Module):
 
 @dataclass
 class Backbone:
-    """A pretrained network ready for transfer learning."""
+    """A pretrained network ready for transfer learning.
+
+    The network may be built on first use (``build``): everything a fully cached job needs (name,
+    preprocessing, feature size, weights digest) is known without it, and building one means
+    importing timm and torchvision and reading the weights, seconds a cached re-train should not
+    spend (issue 16). ``model`` builds it when asked."""
 
     name: str
-    model: ImageClassifier  # with its ImageNet head
     data_config: DataConfig
     feature_dim: int
-    class_names: list[str]  # ImageNet names, index-aligned with model.head
     weights_digest: str
     source: str  # "bundled" | "online" | "file"
-    family: str  # "timm" | "torchvision"
-    class_synonyms: list[list[str]] = field(default_factory=list)
+    family: str  # "timm" | "torchvision" | "ensemble"
+    network: ImageClassifier | None = field(default=None, repr=False, compare=False)  # with its ImageNet head
+    build: Callable[[], ImageClassifier] | None = field(default=None, repr=False, compare=False)
+    members: tuple[Backbone, ...] = field(default=(), repr=False, compare=False)  # an ensemble's, in order
+
+    @property
+    def model(self) -> ImageClassifier:
+        """The network (normalise -> trunk -> ImageNet head), built now if it was not yet."""
+        if self.network is None:
+            if self.build is None:
+                raise RuntimeError(f"backbone {self.name} has neither a network nor a way to build one")
+            self.network, self.build = self.build(), None
+        return self.network
+
+    @property
+    def built(self) -> bool:
+        return self.network is not None
+
+    @property
+    def class_names(self) -> list[str]:
+        """ImageNet names, index-aligned with ``model.head`` (every backbone's head is ImageNet's)."""
+        return imagenet_classes()[0]
+
+    @property
+    def class_synonyms(self) -> list[list[str]]:
+        return imagenet_classes()[1]
 
     @property
     def key(self) -> str:
@@ -85,6 +112,7 @@ class BackboneSpec:
     bundled: bool
     package: str  # pip distribution that ships the weights ("" for online)
     description: str
+    weights_file: str = ""  # the bundled weights, relative to the package (their digest is the cache key)
 
     def available(self) -> bool:
         if not self.bundled:
@@ -112,19 +140,9 @@ def split_last_linear(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
 
 def wrap(name, model, split, data_config, digest, source, family) -> Backbone:
     trunk, head = split(model)
-    names, syn = imagenet_classes()
     clf = ImageClassifier(Normalize(data_config.mean, data_config.std), trunk, head)
-    return Backbone(
-        name=name,
-        model=clf,
-        data_config=data_config,
-        feature_dim=head.in_features,
-        class_names=names,
-        class_synonyms=syn,
-        weights_digest=digest,
-        source=source,
-        family=family,
-    )
+    return Backbone(name=name, data_config=data_config, feature_dim=head.in_features, weights_digest=digest,
+                    source=source, family=family, network=clf)
 
 
 def inspectable_layers(trunk: nn.Module) -> list[str]:

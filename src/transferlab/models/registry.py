@@ -20,8 +20,10 @@ from pathlib import Path
 from ..data.geometry import DataConfig
 from ..errors import TransferlabError, UnknownBackbone
 from . import efficientnet_lite, hub, mobilenet
+from .catalog import bundled_info
 from .classifier import Backbone, BackboneSpec
 from .ensemble import create_view, is_view_name
+from .weights import file_digest, package_file
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -64,7 +66,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = N
     if is_view_name(name):
         return create_view(name, create_backbone, weights=weights, input_size=input_size)
     cached = _create_cached(name, str(weights) if weights else None)
-    bb = replace(cached, model=copy.deepcopy(cached.model))  # the caller's own network
+    bb = replace(cached, network=None, build=lambda: copy.deepcopy(cached.model))  # the caller's own, when used
     dc = bb.data_config
     if input_size is None or int(input_size) == dc.input_size:
         return bb
@@ -75,9 +77,23 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = N
     return replace(bb, data_config=resized)  # same network: only its input geometry differs
 
 
+def _outline(spec: BackboneSpec) -> Backbone:
+    """A bundled backbone whose network is built on first use: its preprocessing and feature size
+    come from the static catalog and its identity from the weights file's digest, so a job that
+    finds every feature cached never imports timm or reads the weights.
+    ``tests/test_models_catalog.py`` checks each outline against the built backbone."""
+    info = bundled_info(spec.name)
+    path = package_file(spec.package, spec.weights_file)
+    dc = DataConfig(info.input_size, info.resize_size, info.interpolation, info.mean, info.std)
+    return Backbone(name=spec.name, data_config=dc, feature_dim=info.feature_dim, weights_digest=file_digest(path),
+                    source="bundled", family=info.family, build=lambda: _frozen(spec.builder(None).model))
+
+
 @lru_cache(maxsize=4)
 def _create_cached(name: str, weights: str | None) -> Backbone:
-    """The built backbone, read once per process; never handed out (see :func:`create_backbone`)."""
+    """The backbone, read once per process; never handed out (see :func:`create_backbone`)."""
+    if name in _REGISTRY and weights is None and bundled_info(name) is not None:
+        return _outline(_REGISTRY[name])
     if name in _REGISTRY:
         bb = _REGISTRY[name].builder(weights)
     elif name.startswith("timm:"):
@@ -89,11 +105,17 @@ def _create_cached(name: str, weights: str | None) -> Backbone:
             f"unknown backbone '{name}'. Bundled: {', '.join(bundled_names())}; "
             "online: any torchvision classification model (e.g. resnet50, vgg16) or timm:<name>"
         )
-    bb.model.eval()
-    for p in bb.model.parameters():
-        p.requires_grad_(False)
+    _frozen(bb.model)
     return bb
 
 
 load_backbone = create_backbone
 
+
+
+def _frozen(model):
+    """In eval mode, no gradients: how every backbone is handed out (fine-tuning unfreezes its own)."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

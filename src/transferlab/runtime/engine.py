@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 import torch
@@ -24,7 +24,7 @@ from .device import bf16_default, cpu_has_bf16
 from .distributed import world_size
 from .runner import FeatureRunner
 from .switches import ENGINES, engine_override, onnxruntime_available, warn_fallback
-from .verdict import load_verdict, save_verdict, verdict_key
+from .verdict import arch_key, backbone_arch, load_verdict, save_verdict, verdict_key
 
 __all__ = ["ENGINES", "auto_candidates", "choose_engine", "engine_default", "engine_override", "measure_engines",
            "onnxruntime_available", "record_verdict", "table_candidates", "warn_fallback"]
@@ -35,12 +35,15 @@ MEASURE_BUDGET_S = 4.0  # timed rounds after the warm-ups; the whole choice stay
 def engine_default(device: torch.device, backbone: Backbone | None = None, *, measure: bool = True) -> str:
     """The engine for ``backbone``'s network on ``device``: the override, else the measured verdict
     (measured now, once, unless ``measure`` is False: then torch until one exists). Without a
-    backbone there is nothing to measure: the override, else torch."""
+    backbone there is nothing to measure: the override, else torch. Reading a verdict does not
+    build the backbone's network (:func:`~transferlab.runtime.verdict.backbone_arch`)."""
     forced = engine_override(device)
     if forced or backbone is None:
         return forced or "torch"
-    return choose_engine(backbone.model, device, backbone.data_config.input_size, measure=measure,
-                         label=backbone.name)
+    if not onnxruntime_available():
+        return "torch"
+    return _choose(lambda: backbone.model, backbone_arch(backbone), device, backbone.data_config.input_size,
+                   measure, backbone.name)
 
 
 def choose_engine(model: nn.Module, device: torch.device, size: int, *, measure: bool = True,
@@ -53,12 +56,18 @@ def choose_engine(model: nn.Module, device: torch.device, size: int, *, measure:
         return forced
     if not onnxruntime_available():
         return "torch"
-    key, _ = verdict_key(model, size, _precision(device))
+    return _choose(lambda: model, arch_key(model), device, size, measure, label)
+
+
+def _choose(get_model: Callable[[], nn.Module], arch: str, device: torch.device, size: int, measure: bool,
+            label: str) -> str:
+    key, _ = verdict_key(arch, size, _precision(device))
     verdict = load_verdict(key)
     if verdict is None:
         if not measure or world_size() > 1:  # DDP ranks would time each other's load, and could disagree
             return "torch"
         t0 = time.perf_counter()
+        model = get_model()
         rates = measure_engines(model, device, size, auto_candidates(device))
         verdict = record_verdict(model, device, size, rates, source="auto", label=label,
                                  seconds=time.perf_counter() - t0)
@@ -94,7 +103,7 @@ def record_verdict(model: nn.Module, device: torch.device, size: int, rates: dic
     cands = auto_candidates(device)
     race = {k: v for k, v in rates.items() if k in cands}
     best = max(race, key=lambda k: race[k]["img_s"]) if race else next(iter(cands))
-    key, fields = verdict_key(model, size, _precision(device))
+    key, fields = verdict_key(arch_key(model), size, _precision(device))
     record = {"engine": cands[best]["engine"], "winner": best, "rates": race, "source": source, "backbone": label,
               "seconds": None if seconds is None else round(seconds, 2),
               "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"), **fields}

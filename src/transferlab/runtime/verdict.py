@@ -66,9 +66,32 @@ def arch_key(model: nn.Module) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def verdict_key(model: nn.Module, size: int, torch_precision: str) -> tuple[str, dict]:
-    """(key, the fields it hashes) of a verdict for ``model`` at ``size`` px on this machine."""
-    fields = {"cpu": cpu_info(), "threads": torch.get_num_threads(), "arch": arch_key(model), "input_size": int(size),
+def backbone_arch(backbone) -> str:
+    """:func:`arch_key` of a :class:`~transferlab.models.classifier.Backbone`'s network without
+    building it when it is not built yet: the key is remembered in ``<cache>/arch.json`` (by name,
+    weights digest and the versions of torch and timm, which define the modules) the first time
+    it is computed, so a job that finds its features cached never builds the network to learn
+    which engine's cache to read (issue 16)."""
+    ident = f"{backbone.name}|{backbone.weights_digest}|torch {torch.__version__}|timm {_version('timm')}"
+    path = cache_root() / "arch.json"
+    try:
+        memo = json.loads(path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    memo = memo if isinstance(memo, dict) else {}
+    if not backbone.built and isinstance(memo.get(ident), str):
+        return memo[ident]
+    key = arch_key(backbone.model)
+    if memo.get(ident) != key:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {**memo, ident: key}, durable=False)  # a lost entry is computed again
+    return key
+
+
+def verdict_key(arch: str, size: int, torch_precision: str) -> tuple[str, dict]:
+    """(key, the fields it hashes) of a verdict for the network :func:`arch_key` names ``arch``,
+    at ``size`` px on this machine."""
+    fields = {"cpu": cpu_info(), "threads": torch.get_num_threads(), "arch": arch, "input_size": int(size),
               "torch_precision": torch_precision,
               "versions": {"torch": torch.__version__, "onnxruntime": _version("onnxruntime")}}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20], fields

@@ -103,7 +103,8 @@ def _dataset(data, o: RunOptions) -> ImageDataset:
 def environment(device: str = "cpu", backbone=None) -> dict:
     """Versions and the engine that ran: what someone reproducing the run needs to know (the
     engine for ``backbone``: the override or this machine's measured verdict; never timed here)."""
-    import timm
+    from importlib.metadata import version
+
     import torch
 
     from ..runtime.device import precision_tag
@@ -112,7 +113,7 @@ def environment(device: str = "cpu", backbone=None) -> dict:
     dev = torch.device(device)
     engine = engine_default(dev, backbone, measure=False)
     return {"transferlab": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "timm": timm.__version__, "engine": engine, "precision": precision_tag(dev, engine),
+            "timm": version("timm"), "engine": engine, "precision": precision_tag(dev, engine),
             "platform": platform.platform()}
 
 
