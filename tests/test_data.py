@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from transferlab.data.datasets import load_dataset
-from transferlab.data.images import BadImage, load_rgb
+from transferlab.data.images import BadImage, _plain_jpeg, load_rgb, load_rgb_array
 from transferlab.errors import DataError
 
 
@@ -75,6 +75,43 @@ def test_decompression_bomb(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)
     with pytest.raises(BadImage, match="decompression bomb"):
         load_rgb(tmp_path / "bomb.png")
+
+
+def test_fast_jpeg_path_gives_pillows_pixels_and_errors(tmp_path, sample_images, petimages, oxford):
+    """``load_rgb_array`` (simplejpeg for plain JPEGs) returns exactly Pillow's pixels on real
+    photos, and leaves every file it must not decode itself to Pillow: EXIF (rotation),
+    CMYK, truncated, large enough for draft decoding, a PNG named .jpg, a decompression bomb."""
+    pytest.importorskip("simplejpeg")
+    photos = sorted(petimages.glob("*/*.jpg"))[::200] + sorted((oxford / "images").glob("*.jpg"))[::100]
+    assert len(photos) > 35
+    for p in photos:
+        fast = _plain_jpeg(p, 256)
+        assert fast is not None and np.array_equal(fast, np.asarray(load_rgb(p, 256))), p
+    photo = Image.open(sample_images["chelsea"]).convert("RGB")  # 451 x 300
+    photo.convert("L").save(tmp_path / "grey.jpg")
+    photo.save(tmp_path / "progressive.jpg", progressive=True, quality=90)
+    for name in ("grey.jpg", "progressive.jpg"):
+        assert _plain_jpeg(tmp_path / name, 256) is not None
+        assert np.array_equal(load_rgb_array(tmp_path / name, 256), np.asarray(load_rgb(tmp_path / name, 256)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo.save(tmp_path / "rot.jpg", exif=exif)
+    photo.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    photo.resize((2000, 1330)).save(tmp_path / "big.jpg")
+    photo.save(tmp_path / "png.jpg", format="PNG")
+    for name in ("rot.jpg", "cmyk.jpg", "big.jpg", "png.jpg"):
+        assert _plain_jpeg(tmp_path / name, 256) is None, name
+        assert np.array_equal(load_rgb_array(tmp_path / name, 256), np.asarray(load_rgb(tmp_path / name, 256)))
+    assert load_rgb_array(tmp_path / "rot.jpg").shape == (451, 300, 3)
+    data = (tmp_path / "progressive.jpg").read_bytes()
+    (tmp_path / "trunc.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadImage, match="truncated"):
+        load_rgb_array(tmp_path / "trunc.jpg")
+    photo.save(tmp_path / "bomb.jpg")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)
+        with pytest.raises(BadImage, match="decompression bomb"):
+            load_rgb_array(tmp_path / "bomb.jpg")
 
 
 def test_folder_format_and_seeded_stratified_split(petimages):

@@ -19,6 +19,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 # PIL warns above MAX_IMAGE_PIXELS and raises above twice that; we refuse at the warning level
 # (about 89 Mpx, e.g. 10000x8900), far above any real photo a CNN needs.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+MAX_FAST_BYTES = 8 << 20  # larger files are large photos, which draft decoding (Pillow) serves better
+
+try:
+    import simplejpeg
+except ImportError:  # optional: Pillow decodes everything without it
+    simplejpeg = None
 
 
 class BadImage(Exception):
@@ -111,6 +117,55 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
         raise BadImage(_short_reason(e)) from None
     except (OSError, ValueError, SyntaxError, MemoryError) as e:
         raise BadImage(_short_reason(e)) from None
+
+
+def load_rgb_array(path: str | Path, min_side: int | None = None) -> np.ndarray:
+    """:func:`load_rgb` as a uint8 [H, W, 3] array, the same pixels, faster for plain JPEGs.
+
+    A complete baseline or progressive JPEG in YCbCr or greyscale, without EXIF, below the pixel
+    limit and too small for draft decoding is decoded by ``simplejpeg`` (libjpeg-turbo, like
+    Pillow, without Pillow's per-file overhead: 0.16 against 0.35 ms for a 180 px photo, which is
+    a tenth of the CPU a 2-core extraction has per image; identical pixels, checked by
+    ``tests/test_images.py`` on every shared photo). Anything else, and any doubt, goes to
+    :func:`load_rgb`, which also words the errors."""
+    fast = _plain_jpeg(path, min_side)
+    return fast if fast is not None else np.asarray(load_rgb(path, min_side))
+
+
+def _plain_jpeg(path: str | Path, min_side: int | None) -> np.ndarray | None:
+    if simplejpeg is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FAST_BYTES + 1)
+    except OSError:
+        return None
+    # A truncated file lacks the end-of-image marker: Pillow refuses it, and so must we.
+    if len(data) > MAX_FAST_BYTES or data[:3] != b"\xff\xd8\xff" or not data.endswith(b"\xff\xd9") or _has_exif(data):
+        return None
+    try:
+        h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        limit = Image.MAX_IMAGE_PIXELS  # read now: the user (or a test) may have changed it
+        if colorspace not in ("YCbCr", "Gray") or (limit and h * w > limit) or (min_side and min(w, h) >= 2 * min_side):
+            return None
+        return simplejpeg.decode_jpeg(data, colorspace="RGB")
+    except ValueError:
+        return None
+
+
+def _has_exif(data: bytes) -> bool:
+    """Whether the JPEG's header segments hold EXIF (which may rotate the photo: Pillow applies
+    that, simplejpeg does not). Written here because simplejpeg reads no metadata; walks the
+    segment markers up to the start of scan, and says True for anything unexpected."""
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xDA:  # start of scan: the header is over
+            return False
+        if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\x00\x00":
+            return True
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return True
 
 
 def _short_reason(e: BaseException) -> str:

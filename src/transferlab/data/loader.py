@@ -35,7 +35,7 @@ import torch
 
 from ..errors import ImageError
 from .geometry import DataConfig
-from .images import BadImage, load_rgb, missing_reason
+from .images import BadImage, load_rgb_array, missing_reason
 
 
 @dataclass
@@ -65,7 +65,7 @@ def to_pixels(data: torch.Tensor, device: torch.device | str | None = None) -> t
 # ----------------------------------------------------------------------------------------------
 def decode_array(path: str | Path, dc: DataConfig) -> np.ndarray:
     """One file -> [S, S, 3] uint8 RGB, with JPEG draft decoding for large files."""
-    arr = np.asarray(load_rgb(path, min_side=dc.resize_size))
+    arr = load_rgb_array(path, min_side=dc.resize_size)
     out = dc.resize_crop_array(arr)
     return arr if out is None else out
 
