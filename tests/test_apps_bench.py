@@ -114,3 +114,17 @@ def test_bench_bad_engine_is_a_user_error(args, msg, small_dir, monkeypatch, cap
         cli.main()
     assert e.value.code == 2
     assert msg in capsys.readouterr().err
+
+
+def test_compiled_torch_is_tabulated_on_request_and_never_raced():
+    """``bench --compile`` adds compiled torch to the table (at the precision torch uses here);
+    auto's race stays eager torch against onnxruntime (a compile costs about a minute)."""
+    from transferlab.runtime import engine
+    from transferlab.runtime.device import cpu_has_bf16
+
+    cpu = torch.device("cpu")
+    plain, more = engine.table_candidates(cpu), engine.table_candidates(cpu, compiled=True)
+    label = f"torch {'bf16' if cpu_has_bf16() else 'fp32'} compiled"
+    assert set(more) - set(plain) == {label} and more[label] == {"engine": "torch", "bf16": cpu_has_bf16(),
+                                                                  "compile": True}
+    assert not any(kw.get("compile") for kw in engine.auto_candidates(cpu).values())

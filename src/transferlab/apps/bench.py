@@ -287,12 +287,15 @@ def _naive_phase(bb: Backbone, paths: list, batch_size: int, dev: torch.device) 
             "note": f"first {m} images; ImageFolder loader + DataLoader(num_workers=0) + eager fp32 NCHW"}
 
 
-def engine_table(bb: Backbone, batches: list[torch.Tensor], dev: torch.device) -> tuple[dict, dict | None]:
+def engine_table(bb: Backbone, batches: list[torch.Tensor], dev: torch.device,
+                 compiled: bool = False) -> tuple[dict, dict | None]:
     """Forward-only img/s of every engine here on the same pre-decoded batches (two alternating
-    rounds), and on a CPU the verdict it implies, stored for ``train`` & co."""
+    rounds; ``compiled`` adds torch.compile), and on a CPU the verdict it implies, stored for
+    ``train`` & co (compiled torch is tabulated, not raced: see :mod:`transferlab.runtime.engine`)."""
     size = bb.data_config.input_size
     t0 = time.perf_counter()
-    rates = measure_engines(bb.model, dev, size, table_candidates(dev), batches=batches, min_rounds=2, max_rounds=2)
+    rates = measure_engines(bb.model, dev, size, table_candidates(dev, compiled), batches=batches, min_rounds=2,
+                            max_rounds=2)
     if dev.type != "cpu":
         return rates, None
     v = record_verdict(bb.model, dev, size, rates, source="bench", label=bb.name, seconds=time.perf_counter() - t0)
@@ -305,7 +308,7 @@ def _measure(bb: Backbone, paths: list, o: BenchOptions, dev: torch.device, prog
     with _Peak() as pk_c:
         batches = predecoded_batches(paths, bb.data_config, 256, o.batch_size, dev)
         if o.engines:
-            result["engines"], result["verdict"] = engine_table(bb, batches, dev)
+            result["engines"], result["verdict"] = engine_table(bb, batches, dev, compiled=bool(o.compile))
         t0 = time.perf_counter()
         engine = engine_default(dev, bb, measure=True) if o.engine == "auto" else o.engine
         run = FeatureRunner(bb.model, dev, bf16=o.bf16, compile=o.compile, batch_size=o.batch_size, engine=engine)

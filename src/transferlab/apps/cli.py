@@ -521,7 +521,8 @@ def bench(
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch intra-op threads.")] = None,
     engine: Annotated[Engine, typer.Option("--engine", help="auto: what train/evaluate use here.")] = Engine.auto,
     compile: Annotated[bool | None, typer.Option(
-        "--compile/--no-compile", help="torch.compile (engine torch; default: as train, TRANSFERLAB_COMPILE).")] = None,
+        "--compile/--no-compile", help="torch.compile (engine torch; default: as train, TRANSFERLAB_COMPILE); "
+        "--compile also adds compiled torch to the engine table (a one-off compile of ~1 min).")] = None,
     engines: Annotated[bool, typer.Option(
         "--engines/--no-engines", help="Time every engine side by side first (and store the verdict).")] = True,
     bf16: Annotated[bool | None, typer.Option("--bf16/--fp32", help="bf16 if supported (engine torch).")] = None,

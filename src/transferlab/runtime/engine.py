@@ -85,12 +85,16 @@ def auto_candidates(device: torch.device) -> dict[str, dict]:
     return {f"torch {p}": {"engine": "torch", "bf16": p == "bf16"}, "onnxruntime fp32": {"engine": "onnxruntime"}}
 
 
-def table_candidates(device: torch.device) -> dict[str, dict]:
+def table_candidates(device: torch.device, compiled: bool = False) -> dict[str, dict]:
     """What ``bench`` tabulates: torch fp32, torch bf16 where the hardware has it, onnxruntime fp32
-    on a CPU (a superset of :func:`auto_candidates`)."""
+    on a CPU (a superset of :func:`auto_candidates`); with ``compiled``, torch.compile'd torch at
+    the precision torch would use here too (a one-off compile of about a minute on 2 cores)."""
     out = {"torch fp32": {"engine": "torch", "bf16": False}}
-    if device.type == "cuda" or cpu_has_bf16() or bf16_default(device):
+    bf16 = device.type == "cuda" or cpu_has_bf16() or bf16_default(device)
+    if bf16:
         out["torch bf16"] = {"engine": "torch", "bf16": True}
+    if compiled:
+        out[f"torch {'bf16' if bf16 else 'fp32'} compiled"] = {"engine": "torch", "bf16": bf16, "compile": True}
     if device.type == "cpu" and onnxruntime_available():
         out["onnxruntime fp32"] = {"engine": "onnxruntime"}
     return out
@@ -132,7 +136,7 @@ def measure_engines(model: nn.Module, device: torch.device, size: int, candidate
     runners, setup = {}, {}
     for label, kw in candidates.items():
         t0 = time.perf_counter()
-        run = FeatureRunner(copy.deepcopy(model).eval(), device, compile=False, batch_size=len(batches[0]), **kw)
+        run = FeatureRunner(copy.deepcopy(model).eval(), device, batch_size=len(batches[0]), **{"compile": False, **kw})
         run(batches[0])
         if run.engine == kw["engine"]:
             runners[label], setup[label] = run, time.perf_counter() - t0

@@ -452,8 +452,8 @@ def explain_choice(s: Search, best: dict) -> str:
             text += (f", {100 * (best['cv_accuracy'] - single['cv_accuracy']):+.1f} points over the best single "
                      f"backbone ({single['candidate']}, {single['cv_accuracy']:.2%})")
     return (text + f"; {len(scored)} candidates scored, {len(skipped)} skipped for the budget "
-            f"({s.clock.elapsed():.0f} s of {s.clock.budget:.0f} s); features at ~{best['predict_img_s']:.0f} "
-            f"img/s here")
+            f"({s.clock.elapsed():.0f} s of {s.clock.budget:.0f} s); it predicts ~{best['predict_img_s']:.0f} "
+            f"photos/s here (end to end, every member and mirror)")
 
 
 def _fit_average(s: Search, spec: ViewSpec, ok: np.ndarray, y: np.ndarray) -> tuple[torch.nn.Linear, dict]:
