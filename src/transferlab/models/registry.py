@@ -112,7 +112,6 @@ def _create_cached(name: str, weights: str | None) -> Backbone:
 load_backbone = create_backbone
 
 
-
 def _frozen(model):
     """In eval mode, no gradients: how every backbone is handed out (fine-tuning unfreezes its own)."""
     model.eval()
