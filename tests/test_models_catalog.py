@@ -76,3 +76,14 @@ def test_backbones_name_prints_the_network_summary():
 def test_backbones_unknown_name_is_a_user_error():
     r = _cli("backbones", "no_such_net")
     assert r.returncode == 2 and "unknown backbone 'no_such_net'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_mobilenet_preprocessing_is_torchvisions():
+    """The catalog is mobilenet_v2's only source of preprocessing: it must be what torchvision
+    ships with the IMAGENET1K_V1 weights (timm backbones are checked against timm's config above)."""
+    from torchvision.models import MobileNet_V2_Weights
+
+    t = MobileNet_V2_Weights.IMAGENET1K_V1.transforms()
+    dc = create_backbone("mobilenet_v2").data_config
+    assert ([dc.input_size], [dc.resize_size], dc.interpolation) == (t.crop_size, t.resize_size, t.interpolation.value)
+    assert (list(dc.mean), list(dc.std)) == (list(t.mean), list(t.std))

@@ -353,6 +353,7 @@ def test_frozen_prefix_of_a_finetune_follows_the_verdict(lite0, monkeypatch, tmp
     network at that input size says onnxruntime is faster (no CPU-flag guess, no re-timing)."""
     from transferlab.models.groups import depth_groups
     from transferlab.runtime import engine
+    from transferlab.runtime.verdict import arch_key
     from transferlab.training.frozen import frozen_prefix
 
     monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path))
@@ -363,11 +364,11 @@ def test_frozen_prefix_of_a_finetune_follows_the_verdict(lite0, monkeypatch, tmp
     labels = list(engine.auto_candidates(cpu))  # [torch ..., onnxruntime fp32]
     for fast, want in ((labels[1], True), (labels[0], False)):
         rates = {k: {"img_s": 100.0 if k == fast else 10.0} for k in labels}
-        engine.record_verdict(model, cpu, 128, rates, source="test")
+        engine.record_verdict(arch_key(model), cpu, 128, rates, source="test")
         prefix = frozen_prefix(model, groups, 2, 2, 128, cpu)
         assert (prefix is not None) == want
     x = torch.rand(2, 3, 128, 128)
-    engine.record_verdict(model, cpu, 128, {labels[1]: {"img_s": 1.0}}, source="test")
+    engine.record_verdict(arch_key(model), cpu, 128, {labels[1]: {"img_s": 1.0}}, source="test")
     prefix = frozen_prefix(model, groups, 2, 2, 128, cpu)
     with torch.no_grad():
         assert torch.allclose(prefix(x), model(x), atol=1e-4)  # the onnxruntime prefix + torch rest = the network

@@ -37,7 +37,7 @@ from ..models.registry import DEFAULT_BACKBONE, create_backbone
 from ..runtime.device import default_device
 from ..runtime.engine import ENGINES, engine_default, measure_engines, record_verdict, table_candidates
 from ..runtime.runner import FeatureRunner, run_features
-from ..runtime.verdict import verdict_file
+from ..runtime.verdict import backbone_arch, verdict_file
 
 
 def list_images(root: Path) -> list[Path]:
@@ -298,7 +298,8 @@ def engine_table(bb: Backbone, batches: list[torch.Tensor], dev: torch.device,
                             max_rounds=2)
     if dev.type != "cpu":
         return rates, None
-    v = record_verdict(bb.model, dev, size, rates, source="bench", label=bb.name, seconds=time.perf_counter() - t0)
+    v = record_verdict(backbone_arch(bb), dev, size, rates, source="bench", label=bb.name,
+                       seconds=time.perf_counter() - t0)
     return rates, {"engine": v["engine"], "winner": v["winner"], "raced": sorted(v["rates"]),
                    "stored": str(verdict_file())}
 

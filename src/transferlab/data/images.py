@@ -20,6 +20,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 # (about 89 Mpx, e.g. 10000x8900), far above any real photo a CNN needs.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 MAX_FAST_BYTES = 8 << 20  # larger files are large photos, which draft decoding (Pillow) serves better
+HEADER_BYTES = 64 << 10  # enough for the segments before the frame header of any plain JPEG
 
 try:
     import simplejpeg
@@ -137,20 +138,31 @@ def _plain_jpeg(path: str | Path, min_side: int | None) -> np.ndarray | None:
         return None
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_FAST_BYTES + 1)
-    except OSError:
+            # the header first: a file that will go to Pillow (EXIF, CMYK, large) is not read twice
+            head = f.read(HEADER_BYTES)
+            if not _plain_header(head, min_side):
+                return None
+            data = head + f.read(MAX_FAST_BYTES + 1 - len(head))
+    except (OSError, ValueError):
         return None
     # A truncated file lacks the end-of-image marker: Pillow refuses it, and so must we.
-    if len(data) > MAX_FAST_BYTES or data[:3] != b"\xff\xd8\xff" or not data.endswith(b"\xff\xd9") or _has_exif(data):
+    if len(data) > MAX_FAST_BYTES or not data.endswith(b"\xff\xd9"):
         return None
     try:
-        h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        limit = Image.MAX_IMAGE_PIXELS  # read now: the user (or a test) may have changed it
-        if colorspace not in ("YCbCr", "Gray") or (limit and h * w > limit) or (min_side and min(w, h) >= 2 * min_side):
-            return None
         return simplejpeg.decode_jpeg(data, colorspace="RGB")
     except ValueError:
         return None
+
+
+def _plain_header(head: bytes, min_side: int | None) -> bool:
+    """Whether the first bytes are those of a JPEG simplejpeg decodes exactly like Pillow: no
+    EXIF, YCbCr or greyscale, within the pixel limit, too small for draft decoding."""
+    if head[:3] != b"\xff\xd8\xff" or _has_exif(head):
+        return False
+    h, w, colorspace, _ = simplejpeg.decode_jpeg_header(head)  # ValueError: not readable from the header
+    limit = Image.MAX_IMAGE_PIXELS  # read now: the user (or a test) may have changed it
+    return colorspace in ("YCbCr", "Gray") and not (limit and h * w > limit) and not (
+        min_side and min(w, h) >= 2 * min_side)
 
 
 def _has_exif(data: bytes) -> bool:

@@ -33,7 +33,7 @@ import numpy as np
 from .._io import atomic_write, check_writable, ensure_outside, write_json
 from ..data.datasets import ImageDataset, load_dataset
 from ..errors import DataError, TransferlabError
-from .calibration import fit_temperature, softmax
+from .calibration import decision_logits, fit_temperature, softmax
 
 
 @dataclass
@@ -75,15 +75,10 @@ def confident_joint(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def label_issues(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(suspect indices ranked most suspect first, their suggested labels, their margins)."""
-    _, confident, _ = confident_joint(probs, y)
-    rows = np.arange(len(y))
-    other = probs.copy()
-    other[rows, y] = -np.inf
-    margin = probs[rows, y] - other.max(1)
-    idx = np.flatnonzero((confident >= 0) & (confident != y))
-    order = idx[np.lexsort((probs[idx, y[idx]], margin[idx]))]  # margin, then self-confidence
-    return order, confident[order], margin[order]
+    """Confident learning's own list (cleanlab's issues): the flagged rows of :func:`rank_suspects`,
+    in its order, with their confident labels and margins."""
+    order, suggested, margin, flagged = rank_suspects(probs, y)
+    return order[flagged], suggested[flagged], margin[flagged]
 
 
 def rank_suspects(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -119,11 +114,7 @@ def cross_val_logits(x: np.ndarray, y: np.ndarray, folds: int, c: float, seed: i
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     with threadpool_limits(1):  # lbfgs's small products only spin extra threads (see training.cv.one_thread)
         z = cross_val_predict(est, x, y, cv=cv, method="decision_function")
-    if z.ndim == 1:  # binary: one logit z -> [-z/2, z/2]
-        z = np.stack([-z / 2, z / 2], 1)
-    out = np.full((len(y), len(counts)), -1e4)
-    out[:, np.flatnonzero(counts)] = z
-    return out
+    return decision_logits(z, np.flatnonzero(counts), len(counts))
 
 
 def review(run, data, out: str | Path | None = None, options: ReviewOptions | None = None, *,

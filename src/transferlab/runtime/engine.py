@@ -69,7 +69,7 @@ def _choose(get_model: Callable[[], nn.Module], arch: str, device: torch.device,
         t0 = time.perf_counter()
         model = get_model()
         rates = measure_engines(model, device, size, auto_candidates(device))
-        verdict = record_verdict(model, device, size, rates, source="auto", label=label,
+        verdict = record_verdict(arch, device, size, rates, source="auto", label=label,
                                  seconds=time.perf_counter() - t0)
     return verdict["engine"]
 
@@ -100,14 +100,16 @@ def table_candidates(device: torch.device, compiled: bool = False) -> dict[str, 
     return out
 
 
-def record_verdict(model: nn.Module, device: torch.device, size: int, rates: dict[str, dict], *,
+def record_verdict(arch: str, device: torch.device, size: int, rates: dict[str, dict], *,
                    source: str, label: str = "", seconds: float | None = None) -> dict:
     """Store the fastest of ``rates`` (from :func:`measure_engines`) among :func:`auto_candidates` as
-    the verdict for ``model`` at ``size`` on this machine; returns the record."""
+    the verdict for the network whose :func:`~transferlab.runtime.verdict.arch_key` is ``arch``
+    (of a backbone: :func:`~transferlab.runtime.verdict.backbone_arch`) at ``size`` on this
+    machine; returns the record."""
     cands = auto_candidates(device)
     race = {k: v for k, v in rates.items() if k in cands}
     best = max(race, key=lambda k: race[k]["img_s"]) if race else next(iter(cands))
-    key, fields = verdict_key(arch_key(model), size, _precision(device))
+    key, fields = verdict_key(arch, size, _precision(device))
     record = {"engine": cands[best]["engine"], "winner": best, "rates": race, "source": source, "backbone": label,
               "seconds": None if seconds is None else round(seconds, 2),
               "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"), **fields}

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..evaluate.calibration import decision_logits
 
 Splits = list[tuple[np.ndarray, np.ndarray]]
 
@@ -48,23 +49,10 @@ def fold_splits(y: np.ndarray, folds: int, seed: int) -> Splits:
     return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
-def fold_rows(x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray, mirror: np.ndarray | None):
-    """(train x, train y, held-out x): mirrored rows added to the training photos, held-out photos
-    scored on the mean of both views."""
-    if mirror is None:
-        return x[tr], y[tr], x[va]
-    return np.concatenate([x[tr], mirror[tr]]), np.concatenate([y[tr], y[tr]]), (x[va] + mirror[va]) / 2
-
-
 def _logits(lr, x: np.ndarray, k: int) -> np.ndarray:
-    """[n, k] logits of a fitted LogisticRegression (binary: [-z/2, z/2]; a class absent from
-    the fold's training rows gets -1e4)."""
-    z = lr.decision_function(x)
-    if z.ndim == 1:
-        z = np.stack([-z / 2, z / 2], 1)
-    out = np.full((len(x), k), -1e4, np.float64)
-    out[:, lr.classes_] = z
-    return out
+    """[n, k] logits of a fitted LogisticRegression (a class absent from the fold's training rows
+    gets -1e4)."""
+    return decision_logits(lr.decision_function(x), lr.classes_, k)
 
 
 def cv_linear(x: np.ndarray, y: np.ndarray, c_grid, splits: Splits, seed: int,
@@ -88,6 +76,8 @@ def one_thread():
 def _cv_linear(x, y, c_grid, splits: Splits, seed: int, mirror) -> CVResult:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
+
+    from .head import fold_rows
 
     t0, k = time.perf_counter(), int(y.max()) + 1
     scores = {c: [] for c in c_grid}
@@ -114,7 +104,7 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, k: int, opts, seed: int, mirror: np.nd
     ``--mode head``: standardising them first cost 2 of 1,200 PetImages val photos (lite2)."""
     from sklearn.model_selection import train_test_split
 
-    from .head import fit_head
+    from .head import fit_head, fold_rows
 
     idx = np.arange(len(y))
     strat = y if np.bincount(y).min() >= 2 else None

@@ -165,6 +165,14 @@ def head_probs(head: nn.Module, x: np.ndarray | None) -> np.ndarray | None:
         return head.eval()(torch.from_numpy(x).float()).softmax(-1).numpy()
 
 
+def fold_rows(x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray, mirror: np.ndarray | None):
+    """(train x, train y, held-out x): mirrored rows added to the training photos, held-out photos
+    scored on the mean of both views."""
+    if mirror is None:
+        return x[tr], y[tr], x[va]
+    return np.concatenate([x[tr], mirror[tr]]), np.concatenate([y[tr], y[tr]]), (x[va] + mirror[va]) / 2
+
+
 def _holdout(xt: np.ndarray, yt: np.ndarray, seed: int, mirror: np.ndarray | None = None):
     """15 % of the training photos held out for early stopping when there is no val split (with
     mirrored rows: the kept photos' mirrors join the training rows, held-out photos are scored on
@@ -173,9 +181,8 @@ def _holdout(xt: np.ndarray, yt: np.ndarray, seed: int, mirror: np.ndarray | Non
 
     strat = yt if np.bincount(yt).min() >= 2 else None
     a, b = train_test_split(np.arange(len(yt)), test_size=0.15, random_state=seed, stratify=strat)
-    if mirror is None:
-        return (xt[a], yt[a]), (xt[b], yt[b])
-    return (np.concatenate([xt[a], mirror[a]]), np.concatenate([yt[a], yt[a]])), ((xt[b] + mirror[b]) / 2, yt[b])
+    xa, ya, xb = fold_rows(xt, yt, a, b, mirror)
+    return (xa, ya), (xb, yt[b])
 
 
 def _mirrored_rows(job: Job, xt, yt, ok_t, device):
