@@ -311,14 +311,13 @@ class Search:
                 self.evaluate(parse_view(best["backbone"]), "head")
         return self.board.best()
 
-    def top_singles(self, n: int) -> list[dict]:
-        rows = sorted(self.board.scored(model="linear", single=True), key=rank_key, reverse=True)
-        return rows[:n]
+    def top_singles(self, n: int | None = None) -> list[dict]:
+        """Single-backbone linear rows, best first (the ``n`` best)."""
+        return sorted(self.board.scored(model="linear", single=True), key=rank_key, reverse=True)[:n]
 
     def ranked_members(self) -> list[str]:
         """Backbones, best single result first."""
-        rows = sorted(self.board.scored(model="linear", single=True), key=rank_key, reverse=True)
-        return list(dict.fromkeys(r["members"] for r in rows))
+        return list(dict.fromkeys(r["members"] for r in self.top_singles()))
 
     def greedy(self, model: str, norm: str, flip: bool) -> None:
         """Forward selection: add to the best single backbone the member that helps most, while
