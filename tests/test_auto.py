@@ -56,6 +56,7 @@ def test_auto_keeps_the_best_candidate_and_says_why(auto_run, pets_csv):
     assert {"efficientnet_lite0@224 linear", "mobilenet_v2@224:l2 linear"} <= names
     assert any("+" in n for n in names) and any("flip" in n for n in names)
     assert any(n.endswith(" head") for n in names) and any(n.endswith(" avg") for n in names)
+    assert any(r["pool"] == "gem" and ":" in r["backbone"] for r in scored)  # GeM pooling was tried
     run = load(auto_run)
     auto = run.config["train"]["auto"]
     assert auto["chosen"] == scored[0]["candidate"] and auto["chosen"] in auto["why"]

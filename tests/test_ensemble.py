@@ -166,3 +166,54 @@ def test_ensemble_robustness_and_head_mode(ensemble_run, petimages, tmp_path):
     run = train(_csv(tmp_path / "train.csv", petimages, range(100, 116)), backbone=ENS, mode="head", epochs=20,
                 val_fraction=0.25, out=tmp_path / "head", progress=False)  # the member features are cached
     assert run.config["head"]["in"] == 2560 and run.metrics["val_accuracy"] >= 0.75
+
+
+def test_gem_view_pools_by_generalised_mean_through_its_own_cache(petimages, tmp_path, monkeypatch):
+    """``:gem`` members are cached under their own key; their features are the power mean of the
+    last feature map (never below its plain average), on the cached and the pixel path alike."""
+    from torch import nn
+
+    from transferlab.models.ensemble import GEM_P, feature_map
+
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))
+    s = parse_view("mobilenet_v2+efficientnet_lite0:gem,l2,flip")
+    assert (s.pool, s.norm, s.flip) == ("gem", "l2", True)
+    assert s.name() == "mobilenet_v2+efficientnet_lite0:l2,gem,flip"  # canonical order
+    paths = _photos(petimages, 2)
+    bb = create_backbone("efficientnet_lite0:gem")
+    assert bb.name == "efficientnet_lite0@224:gem" and bb.feature_dim == 1280
+    (member,) = view_members(bb)
+    plain = create_backbone("efficientnet_lite0")
+    assert member.key != plain.key  # never served the average-pooled features
+    gem = F.extract_view(bb, paths, progress=False)
+    avg = F.extract(plain, paths, progress=False)
+    assert gem.extracted == len(paths) and F.extract_view(bb, paths, progress=False).extracted == 0
+    px = _pixels(paths, plain.data_config)
+    with torch.no_grad():
+        fmap = feature_map(plain.model.trunk)(plain.model.normalize(px)).float()
+        by_hand = fmap.clamp_min(1e-6).pow(GEM_P).mean((2, 3)).pow(1 / GEM_P).numpy()
+        pixel = bb.model.features(px).numpy()
+    assert _cosine(gem.features, by_hand).min() > 0.99 and _cosine(pixel, by_hand).min() > 0.999
+    assert (by_hand >= fmap.mean((2, 3)).numpy() - 1e-5).all()  # power mean >= arithmetic mean
+    assert _cosine(gem.features, avg.features).max() < 0.99  # a different pooling, not the same features
+    with pytest.raises(UnknownBackbone, match="gem pooling needs"):
+        feature_map(nn.Linear(3, 3))
+
+
+def test_gem_run_reloads_attacks_and_exports(petimages, tmp_path):
+    """A run on a GeM view is one network on pixels like any other: reloaded by name, attacked
+    through the pooling's gradient, exported to ONNX with parity."""
+    from transferlab.attack.single import attack_image
+    from transferlab.export import export_onnx
+    from transferlab.training.api import train
+
+    run = train(_csv(tmp_path / "train.csv", petimages, range(100, 116)), backbone="mobilenet_v2:gem",
+                val_fraction=0.25, out=tmp_path / "run", progress=False)
+    run = load(run.path)
+    assert run.config["backbone"]["name"] == "mobilenet_v2@224:gem" and run.metrics["val_accuracy"] >= 0.75
+    photos = [str(petimages / c / "2012.jpg") for c in ("Cat", "Dog")]
+    r = attack_image(photos[0], run, target="Dog", method="pgd", eps="8/255", steps=3, out=tmp_path / "adv.png",
+                     figure=False)
+    assert r["success"], r
+    report = export_onnx(run, tmp_path / "onnx", verify_images=photos)
+    assert report.max_abs_dprob < 1e-4 and report.top1_agreement == 1.0

@@ -8,6 +8,7 @@ a sound choice:
 
 1. single backbones (``AutoOptions.members``, each at its own size; lite2 also at 320 and
    384 px), each with raw (``std``) and per-member ``l2`` features: a linear probe, C from a grid;
+   then GeM pooling (``gem``) instead of the average for the best few;
 2. flip feature augmentation (mirrored rows in training, averaged features at prediction) for
    the best few;
 3. ensembles, greedily (add to the best backbone the member that helps most, up to
@@ -45,7 +46,7 @@ from .._io import atomic_write, write_json
 from ..errors import DataError
 from ..features import Features, cache_root, extract, file_keys
 from ..models.classifier import Backbone
-from ..models.ensemble import NORMS, MemberSpec, ViewSpec, combine_arrays, mirrored, parse_view
+from ..models.ensemble import NORMS, MemberSpec, ViewSpec, combine_arrays, gem_pooled, mirrored, parse_view
 from ..models.registry import DEFAULT_BACKBONE, create_backbone
 from ..progress import resolve
 from .cv import CVResult, cv_head, cv_linear, fit_mlp, fold_splits
@@ -53,7 +54,7 @@ from .job import Fitted, Job
 from .linear import fit_linear_probe
 from .options import AutoOptions, HeadOptions, OptionError, parse_budget
 
-COLUMNS = ["rank", "candidate", "model", "backbone", "members", "norm", "feature_aug", "C", "cv_accuracy",
+COLUMNS = ["rank", "candidate", "model", "backbone", "members", "norm", "pool", "feature_aug", "C", "cv_accuracy",
            "cv_sd", "cv_nll", "folds", "fit_s", "cv_s", "predict_img_s", "status"]
 # img/s end to end (decode + network) on the project's 2-core CPU at the native size; scaled by
 # pixels for other sizes. Only a first guess: every extraction records this machine's own rate.
@@ -61,6 +62,7 @@ PRIOR_RATES = {"efficientnet_lite0": (224, 70.0), "mobilenet_v2": (224, 80.0), "
                "efficientnet_lite2": (260, 30.0)}
 ADD_TRIES = 4  # greedy ensembles: additions tried per step
 FLIP_TRIES = 3  # single backbones tried with flip augmentation
+GEM_TRIES = 3  # single backbones tried with GeM pooling
 RESERVE, RESERVE_S = 0.05, 15.0  # kept back for the final fit and writing the run: share, at least seconds
 LINEAR_UNIT = 2e-6  # first guess of CV seconds per (photo x feature x C): measured after the first candidate
 HEAD_UNIT = 2e-5
@@ -105,8 +107,12 @@ def _cached_share(bb: Backbone, paths: list[str]) -> float:
         return 0.0
 
 
+Need = tuple[str, bool, str]  # (member NAME@SIZE, mirrored, pooling)
+
+
 class Bank:
-    """Raw member features of the training and validation photos, keyed by (member, mirrored)."""
+    """Raw member features of the training and validation photos, keyed by (member, mirrored,
+    pooling)."""
 
     def __init__(self, job: Job):
         self.job = job
@@ -117,10 +123,14 @@ class Bank:
         except (OSError, ValueError):
             self.rates = {}
 
-    def backbone(self, member: str, mirror: bool = False) -> Backbone:
+    def backbone(self, member: str, mirror: bool = False, pool: str = "avg") -> Backbone:
         if member not in self.models:
             self.models[member] = create_backbone(member)
-        return mirrored(self.models[member]) if mirror else self.models[member]
+        key = f"{member}|{pool}"
+        if key not in self.models:  # kept: the GeM network is built once, sharing the member's weights
+            self.models[key] = gem_pooled(self.models[member])
+        bb = self.models[member if pool == "avg" else key]
+        return mirrored(bb) if mirror else bb
 
     def rate(self, member: str) -> float:
         if member in self.rates:
@@ -129,22 +139,23 @@ class Bank:
         native, r = PRIOR_RATES.get(name, (size, 20.0))
         return r * (native / size) ** 2
 
-    def cost(self, needs: list[tuple[str, bool]]) -> float:
+    def cost(self, needs: list[Need]) -> float:
         """Estimated seconds to extract what ``needs`` lacks (uncached photos / measured rate)."""
         paths = self.job.train.paths + self.job.val.paths
         todo = [n for n in needs if n not in self.data]
-        return sum(len(paths) * (1 - _cached_share(self.backbone(m, mir), paths)) / self.rate(m) for m, mir in todo)
+        return sum(len(paths) * (1 - _cached_share(self.backbone(*n), paths)) / self.rate(n[0]) for n in todo)
 
-    def ensure(self, member: str, mirror: bool) -> None:
-        if (member, mirror) in self.data:
+    def ensure(self, need: Need) -> None:
+        if need in self.data:
             return
-        bb, t0 = self.backbone(member, mirror), time.perf_counter()
+        member = need[0]
+        bb, t0 = self.backbone(*need), time.perf_counter()
         kw = {"progress": self.job.progress}
         tr = extract(bb, self.job.train.paths, description=f"features (train) {bb.name}", **kw)
         va = None
         if len(self.job.val):
             va = extract(bb, self.job.val.paths, description=f"features (val) {bb.name}", **kw)
-        self.data[(member, mirror)] = (tr, va)
+        self.data[need] = (tr, va)
         done = tr.extracted + (va.extracted if va else 0)
         if done >= 64:  # enough to time
             self.rates[member] = round(done / (time.perf_counter() - t0), 2)
@@ -156,7 +167,7 @@ class Bank:
         (``split`` 0 = train, 1 = val), rows restricted to photos every part could read."""
         names = [f"{m.name}@{m.size}" for m in spec.members]
         views = (False, True) if spec.flip else (False,)
-        parts = {v: [self.data[(n, v)][split] for n in names] for v in views}
+        parts = {v: [self.data[(n, v, spec.pool)][split] for n in names] for v in views}
         ok = np.logical_and.reduce([p.ok for ps in parts.values() for p in ps])
         x = {v: combine_arrays([p.features[ok[p.ok]] for p in ps], spec.norm) for v, ps in parts.items()}
         return x[False], x.get(True), ok
@@ -169,6 +180,11 @@ def _member(member: str) -> tuple[str, int]:
 
 def _member_keys(spec: ViewSpec) -> list[str]:
     return [f"{m.name}@{m.size}" for m in spec.members]
+
+
+def _needs(spec: ViewSpec) -> list[Need]:
+    """The member features a view is made of."""
+    return [(m, v, spec.pool) for m in _member_keys(spec) for v in ((False, True) if spec.flip else (False,))]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,41 +312,46 @@ class Search:
         best = self.top_singles(1)
         if self.o.heads and best:  # an MLP on the best single backbone, before the budget goes
             self.evaluate(parse_view(best[0]["backbone"]), "head")
+        # GeM pooling, then flips, for the best few of the rows before that stage (so that a resumed
+        # search, which knows the later rows already, picks the same few)
+        for r in self.top_singles(GEM_TRIES, lambda r: _options(r)[1:] == (False, "avg")):
+            self.evaluate(parse_view(r["backbone"]).with_options(pool="gem"), "linear")
         if self.o.flips:  # 2. flip augmentation for the best few
-            for r in self.top_singles(FLIP_TRIES):
+            for r in self.top_singles(FLIP_TRIES, lambda r: not _options(r)[1]):
                 self.evaluate(parse_view(r["backbone"]).with_options(flip=True), "linear")
         if self.o.max_members > 1:  # 3. ensembles, greedily: logit averages (free), concatenations
-            for norm, flip in dict.fromkeys((r["norm"], r["feature_aug"] == "flip") for r in self.top_singles(3)):
-                self.greedy("avg", norm, flip)
+            for opts in dict.fromkeys(_options(r) for r in self.top_singles(3)):
+                self.greedy("avg", *opts)
             best = self.top_singles(1)
             if best:
-                self.greedy("linear", best[0]["norm"], best[0]["feature_aug"] == "flip")
+                self.greedy("linear", *_options(best[0]))
         if self.o.heads:  # 4. an MLP on the best feature set, if that is not a single backbone's
             best = self.board.best(model="linear")
             if best:
                 self.evaluate(parse_view(best["backbone"]), "head")
         return self.board.best()
 
-    def top_singles(self, n: int | None = None) -> list[dict]:
-        """Single-backbone linear rows, best first (the ``n`` best)."""
-        return sorted(self.board.scored(model="linear", single=True), key=rank_key, reverse=True)[:n]
+    def top_singles(self, n: int | None = None, where=None) -> list[dict]:
+        """Single-backbone linear rows (those ``where`` accepts), best first (the ``n`` best)."""
+        rows = [r for r in self.board.scored(model="linear", single=True) if where is None or where(r)]
+        return sorted(rows, key=rank_key, reverse=True)[:n]
 
     def ranked_members(self) -> list[str]:
         """Backbones, best single result first."""
         return list(dict.fromkeys(r["members"] for r in self.top_singles()))
 
-    def greedy(self, model: str, norm: str, flip: bool) -> None:
+    def greedy(self, model: str, norm: str, flip: bool, pool: str) -> None:
         """Forward selection: add to the best single backbone the member that helps most, while
         the CV accuracy improves. Concatenations take other architectures only (a second lite2
         size adds many features for little); logit averages may mix sizes of one network."""
         ranked = self.ranked_members()
         if len(ranked) < 2:
             return
-        current, best = [ranked[0]], self.evaluate(_view([ranked[0]], norm, flip), "linear")
+        current, best = [ranked[0]], self.evaluate(_view([ranked[0]], norm, flip, pool), "linear")
         for _ in range(2, self.o.max_members + 1):
             archs = {_member(c)[0] for c in current}
             tries = [m for m in ranked if m not in current and (model == "avg" or _member(m)[0] not in archs)]
-            rows = [(self.evaluate(_view([*current, m], norm, flip), model), m) for m in tries[:ADD_TRIES]]
+            rows = [(self.evaluate(_view([*current, m], norm, flip, pool), model), m) for m in tries[:ADD_TRIES]]
             rows = [t for t in rows if t[0]["status"] in ("ok", "reused")]
             if not rows:
                 return
@@ -349,13 +370,13 @@ class Search:
             return self.board.add(self.board.reuse[cid])
         if model == "avg":
             return self._average(spec)
-        needs = [(m, v) for m in _member_keys(spec) for v in ((False, True) if spec.flip else (False,))]
+        needs = _needs(spec)
         n, dim = len(self.job.train), sum(self.bank.backbone(m).feature_dim for m in _member_keys(spec))
         est = self.units[model] * n * dim * (2 if spec.flip else 1) * (len(self.o.c_grid) if model == "linear" else 1)
         if not self.clock.allows(self.bank.cost(needs) + est):
             return self.board.add(self._row(spec, model, None, "skipped: budget"))
-        for m, v in needs:
-            self.bank.ensure(m, v)
+        for need in needs:
+            self.bank.ensure(need)
         return self._score(spec, model)
 
     def _score(self, spec: ViewSpec, model: str) -> dict:
@@ -393,13 +414,13 @@ class Search:
         return np.mean([z[ok[ok_m]] for z, ok_m in parts], axis=0), ok
 
     def member_rows(self, spec: ViewSpec) -> list[dict]:
-        return [self.evaluate(ViewSpec((m,), spec.norm, spec.flip), "linear") for m in spec.members]
+        return [self.evaluate(ViewSpec((m,), spec.norm, spec.flip, spec.pool), "linear") for m in spec.members]
 
     def oof(self, row: dict) -> tuple[np.ndarray, np.ndarray]:
         """(out-of-fold logits, ok mask) of a single linear row (recomputed at its C if reused)."""
         spec = parse_view(row["backbone"])
-        for m, v in [(m, v) for m in _member_keys(spec) for v in ((False, True) if spec.flip else (False,))]:
-            self.bank.ensure(m, v)
+        for need in _needs(spec):
+            self.bank.ensure(need)
         x, mirror, ok = self.bank.matrix(spec)
         if row["candidate"] not in self.board.oof:
             y = self.job.train.labels[ok]
@@ -420,7 +441,7 @@ class Search:
     def _row(self, spec: ViewSpec, model: str, r: CVResult | None, status: str, y: np.ndarray | None = None) -> dict:
         nan = float("nan")
         return {"rank": "", "candidate": f"{spec.name()} {model}", "model": model, "backbone": spec.name(),
-                "members": "+".join(_member_keys(spec)), "norm": spec.norm,
+                "members": "+".join(_member_keys(spec)), "norm": spec.norm, "pool": spec.pool,
                 "feature_aug": "flip" if spec.flip else "none",
                 "C": r.c if r and r.c is not None else "", "cv_accuracy": r.mean if r else nan,
                 "cv_sd": r.sd if r else nan,
@@ -430,8 +451,13 @@ class Search:
                 "predict_img_s": round(self.predict_rate(spec), 1), "status": status}
 
 
-def _view(members: list[str], norm: str, flip: bool = False) -> ViewSpec:
-    return ViewSpec(tuple(MemberSpec(*_member(m)) for m in members), norm, flip)
+def _view(members: list[str], norm: str, flip: bool = False, pool: str = "avg") -> ViewSpec:
+    return ViewSpec(tuple(MemberSpec(*_member(m)) for m in members), norm, flip, pool)
+
+
+def _options(row: dict) -> tuple[str, bool, str]:
+    """(norm, flip, pool) of a leaderboard row (rows of an older search have no pool: avg)."""
+    return row["norm"], row["feature_aug"] == "flip", row.get("pool") or "avg"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -504,9 +530,8 @@ def _oof(s: Search, best: dict, spec: ViewSpec, y: np.ndarray) -> np.ndarray:
 def final_fit(s: Search, best: dict) -> Fitted:
     """The chosen candidate on all training photos, scored on the validation split (if any)."""
     spec = parse_view(best["backbone"])
-    for m in _member_keys(spec):
-        for v in (False, True) if spec.flip else (False,):
-            s.bank.ensure(m, v)
+    for need in _needs(spec):
+        s.bank.ensure(need)
     x, mirror, ok = s.bank.matrix(spec)
     y = s.job.train.labels[ok]
     head, head_spec = _fit_best(s, best, x, mirror, y, ok)
