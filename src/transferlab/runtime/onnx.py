@@ -87,11 +87,6 @@ class OnnxFeatures:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        # No memory arena: with it each session kept its peak activations, ~3.2 GB for lite2 @ 384 px
-        # and batch 64, so an auto search holding a few runners died of memory (24 GB). Without it
-        # a process stays at ~1.3 GB through four such runners, and is no slower (12.6-14.7 s vs
-        # 15.1-21.7 s for 256 photos, /tmp probe, BENCHMARKS.md session 7).
-        opts.enable_cpu_mem_arena = False
         # No spin-waiting between kernels: spinning ORT threads hold the cores the decode threads
         # need; off measured b/c 0.93-0.94 against 0.86-0.88 on 2 cores, at the same (c).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
