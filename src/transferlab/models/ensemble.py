@@ -11,8 +11,8 @@ ratio). ``l2`` scales each member's block to unit L2 norm (times sqrt(d), so val
 an MLP head); ``std`` (the default) leaves the raw features, which every head standardises per
 dimension anyway (the linear probe's StandardScaler). ``gem`` pools each member's last feature
 map by generalised mean (p = 3) instead of the plain average: it weighs the strongest responses
-(an ear, a muzzle) more, which helps fine-grained classes (on the Oxford breeds, +0.5 points for
-lite2, lite1 and mobilenet_v2 alone, about +1 in ensembles; BENCHMARKS.md). ``flip`` averages the
+(an ear, a muzzle) more, which helps fine-grained classes (Oxford breeds: +0.1 to +0.8 points on
+every bundled backbone and on an ensemble; BENCHMARKS.md, session 7). ``flip`` averages the
 features of the image and its mirror (feature-level test-time augmentation). A single
 ``NAME@SIZE`` is the plain backbone at that size.
 
@@ -47,7 +47,6 @@ from ..errors import TransferlabError, UnknownBackbone
 from .classifier import Backbone, ImageClassifier, Normalize
 
 NORMS = ("std", "l2")
-POOLS = ("avg", "gem")
 OPTIONS = (*NORMS, "gem", "flip")
 GEM_P = 3.0  # the usual exponent of GeM pooling (Radenovic et al., 2018); not searched
 _CROP_TOLERANCE = 0.01  # crop ratios this close count as equal (0.875 vs 224/256, 384/438...)

@@ -126,10 +126,10 @@ class Bank:
     def backbone(self, member: str, mirror: bool = False, pool: str = "avg") -> Backbone:
         if member not in self.models:
             self.models[member] = create_backbone(member)
-        key = f"{member}|{pool}"
+        key = member if pool == "avg" else f"{member}|{pool}"
         if key not in self.models:  # kept: the GeM network is built once, sharing the member's weights
             self.models[key] = gem_pooled(self.models[member])
-        bb = self.models[member if pool == "avg" else key]
+        bb = self.models[key]
         return mirrored(bb) if mirror else bb
 
     def rate(self, member: str) -> float:
