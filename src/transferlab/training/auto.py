@@ -49,6 +49,7 @@ from ..models.classifier import Backbone
 from ..models.ensemble import NORMS, MemberSpec, ViewSpec, combine_arrays, gem_pooled, mirrored, parse_view
 from ..models.registry import DEFAULT_BACKBONE, create_backbone
 from ..progress import resolve
+from ..runtime.onnx import lean_sessions
 from .cv import CVResult, cv_head, cv_linear, fit_mlp, fold_splits
 from .job import Fitted, Job
 from .linear import fit_linear_probe
@@ -563,11 +564,12 @@ def train_auto(job: Job) -> Fitted:
         raise OptionError("backbone", "and {input_size} do not apply to {mode} auto, which searches its "
                                       "{members} (e.g. efficientnet_lite2@384,mobilenet_v2)")
     s = Search(job, job.options)
-    best = s.run()
-    if best is None:
-        raise DataError(f"no candidate fitted in the budget of {s.clock.budget:.0f} s (the cheapest needs its "
-                        "features extracted first); give a larger --budget")
-    fitted = final_fit(s, best)
+    with lean_sessions():  # a dozen networks in one process: no onnxruntime arena kept per network
+        best = s.run()
+        if best is None:
+            raise DataError(f"no candidate fitted in the budget of {s.clock.budget:.0f} s (the cheapest needs "
+                            "its features extracted first); give a larger --budget")
+        fitted = final_fit(s, best)
     job.out.mkdir(parents=True, exist_ok=True)
     text = to_csv(fitted.info["auto"]["leaderboard"])
     atomic_write(job.out / "leaderboard.csv", lambda p: p.write_text(text))
