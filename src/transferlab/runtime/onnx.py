@@ -26,7 +26,6 @@ class _NHWCFeatures(nn.Module):
         return self.model.features(x.permute(0, 3, 1, 2).float().div(255.0))
 
 
-
 _LEAN = contextvars.ContextVar("transferlab_lean_sessions", default=False)
 
 
@@ -35,7 +34,7 @@ def lean_sessions():
     """Sessions created inside run without onnxruntime's memory arena. With the arena a session
     keeps its peak activations (~3.2 GB for lite2 @ 384 px, batch 64) even after it is dropped, so
     the auto search, which runs a dozen networks in one process, reached 19-24 GB; without it
-    5.4 GB in the same time (BENCHMARKS.md, session 7). Everywhere else the arena stays: one
+    5.4-9.2 GB in the same time (BENCHMARKS.md, session 7). Everywhere else the arena stays: one
     network's inference is 30 % faster with it."""
     token = _LEAN.set(True)
     try:
