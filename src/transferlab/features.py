@@ -301,12 +301,6 @@ def _runner(model: ImageClassifier, device: torch.device, batch_size: int, engin
     if run is None or run.model is not model:
         while len(_RUNNERS) >= 4:  # bounded: a runner keeps its (possibly fine-tuned) model alive
             _RUNNERS.pop(next(iter(_RUNNERS)))
-        if engine == "onnxruntime":
-            # one onnxruntime session at a time: a session's memory arena keeps its peak activations
-            # (~3.2 GB for lite2 @ 384 px, batch 64), so an auto search holding four died of memory
-            # (24 GB). The arena itself stays: without it inference is 30 % slower (BENCHMARKS.md).
-            for k in [k for k in _RUNNERS if k[3] == "onnxruntime"]:
-                del _RUNNERS[k]
         run = _RUNNERS[key] = FeatureRunner(model, device, batch_size=batch_size, engine=engine)
     else:
         model.to(device)
