@@ -51,6 +51,11 @@ def list_images(root: Path) -> list[Path]:
     return files
 
 
+# The offline fallback has six distinct photos: tiled to this many, (b) runs long enough (several
+# shards' worth of batches) that its rate and b/c mean something; over six images they did not.
+SAMPLE_IMAGES = 512
+
+
 def bundled_images(directory: Path) -> list[Path]:
     """scikit-image's sample photos as JPEGs (offline fallback when no shared data is present)."""
     from PIL import Image
@@ -260,7 +265,7 @@ def bench(backbone: str = DEFAULT_BACKBONE, data: str | Path | None = None, limi
             files, source = list_images(Path(data)), str(data)
         bb = create_backbone(backbone)
         dc = bb.data_config
-        paths = tile(files, limit or len(files))
+        paths = tile(files, limit or (SAMPLE_IMAGES if data is None else len(files)))
         result: dict = {"backbone": backbone, "data": source, "distinct_images": len(files), "images": len(paths),
                         "input": f"{dc.input_size}px (resize {dc.resize_size}, {dc.interpolation})"}
         if o.naive:

@@ -514,7 +514,8 @@ def bench(
     backbone: BackboneOpt = DEFAULT_BACKBONE,
     data: Annotated[Path | None, typer.Option(
         "--data", metavar="DIR", help="Image folder (default: bundled scikit-image samples)")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Images for (b), tiled.")] = None,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", min=1, help="Images for (b), tiled (default: all of --data, or 512 bundled samples).")] = None,
     naive_limit: Annotated[int, typer.Option("--naive-limit", min=0, help="Images for (a); 0 skips it.")] = 256,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Decode threads.")] = None,
