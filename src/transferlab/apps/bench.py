@@ -245,7 +245,8 @@ def bench(backbone: str = DEFAULT_BACKBONE, data: str | Path | None = None, limi
     """Measure (a) naive, (b) pipeline, (c) forward-only limit on the same images, and every engine's
     forward-only rate side by side; return a dict with img/s, the ratios b/a and b/c, the engine
     table and verdict, peak RSS per phase and every setting used. ``data`` None: scikit-image's
-    sample photos (tiled to ``limit`` or 512), so bench works anywhere. ``options`` or keywords of :class:`BenchOptions`.
+    sample photos (tiled to ``limit`` or 512), so bench works anywhere. ``options`` or keywords
+    of :class:`BenchOptions`.
 
     The engine table's winner among what ``auto`` races becomes this machine's verdict (the same
     cache ``train`` reads), and ``--engine auto`` runs (b) and (c) with it: (c) is then the best
