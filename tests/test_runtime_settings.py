@@ -78,3 +78,21 @@ def test_bf16_forced_on_a_cpu_without_native_bf16(monkeypatch, sample_images):
     want = ref(x).numpy()
     cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
     assert cos.min() > 0.99
+
+
+@pytest.mark.parametrize("amx, forced, want", [(True, None, torch.bfloat16), (False, None, None),
+                                               (False, "1", torch.bfloat16), (True, "0", None)])
+def test_cpu_training_autocasts_bf16_only_with_amx(monkeypatch, amx, forced, want):
+    """On a bf16 CPU without AMX inference stays bf16 (faster there) but fine-tuning runs fp32
+    (bf16 made its epochs 1.5x slower); AMX keeps bf16; TRANSFERLAB_BF16 overrides both."""
+    from transferlab.runtime import device
+
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_has_amx", lambda: amx)
+    if forced is None:
+        monkeypatch.delenv("TRANSFERLAB_BF16", raising=False)
+    else:
+        monkeypatch.setenv("TRANSFERLAB_BF16", forced)
+    cpu = torch.device("cpu")
+    assert device.amp_dtype(cpu) == (want, False)
+    assert device.bf16_default(cpu) == (forced != "0")
