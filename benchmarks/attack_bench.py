@@ -25,7 +25,7 @@ import torch
 from transferlab.attack.budget import AttackSpec, distortion, eps_label, parse_eps
 from transferlab.attack.core import AttackNet, run_attack
 from transferlab.data.images import save_png
-from transferlab.data.loader import iter_batches
+from transferlab.data.loader import iter_batches, to_uint8
 from transferlab.run import load
 
 
@@ -59,7 +59,7 @@ def attack_all(a, files: list[Path], run, t_idx: int, eps: float, methods: list[
             d = a.out / m
             d.mkdir(parents=True, exist_ok=True)
             for j, xi in zip(batch.indices, res.x_adv.cpu(), strict=True):
-                save_png(xi, d / f"{files[j].stem}.png")
+                save_png(to_uint8(xi), d / f"{files[j].stem}.png")
             tf = d / "timing.json"
             tm = json.loads(tf.read_text()) if tf.exists() else {}
             for j in batch.indices:
