@@ -1,8 +1,8 @@
 """Where and in which precision the model runs: device, bf16 autocast, torch.compile switch.
 
-bf16 autocast only pays on CPUs with native bf16 math (AVX512-BF16, AMX) and on CUDA; on an
-AVX2-only CPU torch's fp32 kernels are slow, and :mod:`transferlab.runtime.engine` hands the model
-to onnxruntime instead.
+bf16 autocast only pays on CPUs with native bf16 math (AVX512-BF16, AMX) and on CUDA, and for
+training on a CPU only with AMX (:func:`amp_dtype`); on an AVX2-only CPU torch's fp32 kernels are
+slow, and :mod:`transferlab.runtime.engine` hands the model to onnxruntime instead.
 """
 
 from __future__ import annotations
