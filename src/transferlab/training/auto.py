@@ -166,9 +166,7 @@ class Bank:
     def matrix(self, spec: ViewSpec, split: int = 0) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """(features, mirrored features or None, ok mask over the split's photos) of a view
         (``split`` 0 = train, 1 = val), rows restricted to photos every part could read."""
-        names = [f"{m.name}@{m.size}" for m in spec.members]
-        views = (False, True) if spec.flip else (False,)
-        parts = {v: [self.data[(n, v, spec.pool)][split] for n in names] for v in views}
+        parts = {v: [self.data[(n, v, spec.pool)][split] for n in _member_keys(spec)] for v in _sides(spec)}
         ok = np.logical_and.reduce([p.ok for ps in parts.values() for p in ps])
         x = {v: combine_arrays([p.features[ok[p.ok]] for p in ps], spec.norm) for v, ps in parts.items()}
         return x[False], x.get(True), ok
@@ -183,9 +181,14 @@ def _member_keys(spec: ViewSpec) -> list[str]:
     return [f"{m.name}@{m.size}" for m in spec.members]
 
 
+def _sides(spec: ViewSpec) -> tuple[bool, ...]:
+    """Which photos a view reads: the plain ones, and their mirrors when it says ``flip``."""
+    return (False, True) if spec.flip else (False,)
+
+
 def _needs(spec: ViewSpec) -> list[Need]:
     """The member features a view is made of."""
-    return [(m, v, spec.pool) for m in _member_keys(spec) for v in ((False, True) if spec.flip else (False,))]
+    return [(m, v, spec.pool) for m in _member_keys(spec) for v in _sides(spec)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -373,7 +376,7 @@ class Search:
             return self._average(spec)
         needs = _needs(spec)
         n, dim = len(self.job.train), sum(self.bank.backbone(m).feature_dim for m in _member_keys(spec))
-        est = self.units[model] * n * dim * (2 if spec.flip else 1) * (len(self.o.c_grid) if model == "linear" else 1)
+        est = self.units[model] * n * dim * len(_sides(spec)) * (len(self.o.c_grid) if model == "linear" else 1)
         if not self.clock.allows(self.bank.cost(needs) + est):
             return self.board.add(self._row(spec, model, None, "skipped: budget"))
         for need in needs:
@@ -390,7 +393,7 @@ class Search:
             else:
                 r = cv_head(x, y, splits, HeadOptions(), self.job.seed, mirror)
             advance(1, info=f"{r.mean:.2%}")
-        unit = r.seconds / max(1, len(y) * x.shape[1] * (2 if spec.flip else 1)
+        unit = r.seconds / max(1, len(y) * x.shape[1] * len(_sides(spec))
                                * (len(self.o.c_grid) if model == "linear" else 1))
         self.units[model] = unit
         return self.board.add(self._row(spec, model, r, "ok", y), r.oof_logits)
@@ -437,7 +440,7 @@ class Search:
 
     def predict_rate(self, spec: ViewSpec) -> float:
         """img/s of the candidate's features: the members in sequence (twice with flip)."""
-        return 1.0 / sum((2 if spec.flip else 1) / self.bank.rate(m) for m in _member_keys(spec))
+        return 1.0 / sum(len(_sides(spec)) / self.bank.rate(m) for m in _member_keys(spec))
 
     def _row(self, spec: ViewSpec, model: str, r: CVResult | None, status: str, y: np.ndarray | None = None) -> dict:
         nan = float("nan")
