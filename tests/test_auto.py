@@ -114,7 +114,7 @@ def test_logit_average_is_one_linear_layer_over_the_members_features(auto_run, p
     import torch
 
     from transferlab.data.datasets import load_dataset
-    from transferlab.models.ensemble import parse_view
+    from transferlab.models.views import parse_view
     from transferlab.training.auto import Search, final_fit
     from transferlab.training.job import Job
     from transferlab.training.options import AutoOptions, RunOptions

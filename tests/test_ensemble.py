@@ -12,8 +12,8 @@ import torch
 from transferlab import features as F
 from transferlab.data.loader import image_array
 from transferlab.errors import TransferlabError, UnknownBackbone
-from transferlab.models.ensemble import parse_view, view_members
 from transferlab.models.registry import create_backbone
+from transferlab.models.views import parse_view, view_members
 from transferlab.run import load
 
 ENS = "efficientnet_lite0+mobilenet_v2"
@@ -173,7 +173,7 @@ def test_gem_view_pools_by_generalised_mean_through_its_own_cache(petimages, tmp
     last feature map (never below its plain average), on the cached and the pixel path alike."""
     from torch import nn
 
-    from transferlab.models.ensemble import GEM_P, feature_map
+    from transferlab.models.views import GEM_P, feature_map
 
     monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))
     s = parse_view("mobilenet_v2+efficientnet_lite0:gem,l2,flip")

@@ -328,14 +328,14 @@ def extract_arrays(backbone: Backbone, images: Sequence[np.ndarray], *, model: I
 
 def extract_view(backbone: Backbone, paths: Sequence[str | Path], *, flip: bool | None = None,
                  description: str = "features", **kw) -> Features:
-    """:func:`extract` for a feature view (:mod:`transferlab.models.ensemble`: an ensemble,
+    """:func:`extract` for a feature view (:mod:`transferlab.models.views`: an ensemble,
     per-member normalisation, flip averaging) through the per-member cache: each member runs at
     its own preprocessing, so a view reuses every feature its members have cached; mirrored
     images are cached under their own key. ``flip``: None = the view's own (averaged with the
     mirror when the view says ``flip``), False = the plain images only, True = the mirrored ones
     only (the extra rows of feature augmentation). A plain backbone gives :func:`extract`'s result.
     """
-    from .models.ensemble import combine_features, mirrored, view_members, view_spec
+    from .models.views import combine_features, mirrored, view_members, view_spec
 
     if flip is None and view_spec(backbone).flip:
         a, b = (extract_view(backbone, paths, flip=f, description=description, **kw) for f in (False, True))

@@ -22,7 +22,7 @@ from ..errors import TransferlabError, UnknownBackbone
 from . import efficientnet_lite, hub, mobilenet
 from .catalog import bundled_info
 from .classifier import Backbone, BackboneSpec
-from .ensemble import create_view, is_view_name
+from .views import create_view, is_view_name
 from .weights import file_digest, package_file
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -61,7 +61,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = N
     (Touvron et al. 2019, "FixRes").
 
     Ensembles and feature views (``efficientnet_lite2@384+mobilenet_v2:l2,flip``, or a single
-    ``NAME@SIZE``) are built by :func:`transferlab.models.ensemble.create_view`.
+    ``NAME@SIZE``) are built by :func:`transferlab.models.views.create_view`.
     """
     if is_view_name(name):
         return create_view(name, create_backbone, weights=weights, input_size=input_size)

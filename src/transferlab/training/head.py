@@ -17,8 +17,8 @@ from ..data.datasets import ImageDataset
 from ..errors import DataError
 from ..features import extract_view
 from ..models.classifier import Backbone
-from ..models.ensemble import with_options
 from ..models.heads import build_head
+from ..models.views import with_options
 from ..runtime.distributed import finish_distributed, gather, init_distributed, is_main, rank, world_size
 from .job import Fitted, Job
 from .options import HeadOptions

@@ -11,7 +11,7 @@ from ..data.datasets import ImageDataset
 from ..errors import DataError
 from ..features import extract_view
 from ..models.classifier import Backbone
-from ..models.ensemble import with_options
+from ..models.views import with_options
 from .cv import cv_linear, fold_splits, one_thread
 from .job import Fitted, Job
 
