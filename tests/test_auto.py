@@ -7,8 +7,8 @@ import csv
 import pytest
 
 from tests._helpers import run_cli
-from transferlab import features as F
 from transferlab.errors import DataError
+from transferlab.features import extraction as F
 from transferlab.run import load
 from transferlab.training.auto import COLUMNS
 from transferlab.training.options import OptionError, parse_budget

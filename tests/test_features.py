@@ -8,6 +8,7 @@ import torch
 
 from transferlab import features as F
 from transferlab.data.images import load_rgb
+from transferlab.features import cache, extraction
 from transferlab.models.registry import create_backbone
 
 
@@ -66,8 +67,8 @@ def test_interrupted_extraction_resumes(monkeypatch, petimages, tmp_path):
     monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))  # whatever other tests cached
     bb = create_backbone()
     paths = [petimages / c / f"{i}.jpg" for c in ("Cat", "Dog") for i in range(300, 312)]  # not cached yet
-    monkeypatch.setattr(F, "SHARD", 8)
-    real = F.run_features
+    monkeypatch.setattr(cache, "SHARD", 8)
+    real = extraction.run_features
 
     def dying(*a, **kw):
         for i, b in enumerate(real(*a, **kw)):
@@ -75,10 +76,10 @@ def test_interrupted_extraction_resumes(monkeypatch, petimages, tmp_path):
                 raise KeyboardInterrupt  # killed in the middle of the third batch
             yield b
 
-    monkeypatch.setattr(F, "run_features", dying)
+    monkeypatch.setattr(extraction, "run_features", dying)
     with pytest.raises(KeyboardInterrupt):
         F.extract(bb, paths, batch_size=8, progress=False)
-    monkeypatch.setattr(F, "run_features", real)
+    monkeypatch.setattr(extraction, "run_features", real)
     resumed = F.extract(bb, paths, batch_size=8, progress=False)
     assert resumed.extracted == 8  # 16 already in complete shards
     full = F.extract(bb, paths, cache=False, progress=False)

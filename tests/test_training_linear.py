@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from transferlab import features as F
 from transferlab.errors import DataError, RunError
+from transferlab.features import extraction as F
 from transferlab.run import load, load_run
 
 
