@@ -60,17 +60,6 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def decision_logits(z: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
-    """[n, k] logits from a scikit-learn ``decision_function`` over the ``classes`` it was fitted
-    on: binary (one score z) becomes [-z/2, z/2], whose softmax is sigmoid(z); a class it never
-    saw gets -1e4, so it is never predicted."""
-    if z.ndim == 1:
-        z = np.stack([-z / 2, z / 2], 1)
-    out = np.full((len(z), k), -1e4, np.float64)
-    out[:, classes] = z
-    return out
-
-
 def logits_from_probs(probs: np.ndarray) -> np.ndarray:
     """log p: logits up to a per-row constant, which softmax ignores (what a trainer that
     returns probabilities gives temperature scaling)."""

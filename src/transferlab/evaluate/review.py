@@ -33,7 +33,8 @@ import numpy as np
 from .._io import atomic_write, check_writable, ensure_outside, write_json
 from ..data.datasets import ImageDataset, load_dataset
 from ..errors import DataError, TransferlabError
-from .calibration import decision_logits, fit_temperature, softmax
+from ..probe import clamp_folds, cross_val_logits
+from .calibration import fit_temperature, softmax
 
 
 @dataclass
@@ -97,26 +98,6 @@ def rank_suspects(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndar
     return order, suggested, margin[order], flagged[order]
 
 
-def cross_val_logits(x: np.ndarray, y: np.ndarray, folds: int, c: float, seed: int) -> np.ndarray:
-    """Out-of-fold logits [n, k] of StandardScaler + LogisticRegression (a class with no photo
-    gets -1e4: never predicted)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
-
-    counts = np.bincount(y)
-    folds = int(min(folds, counts[counts > 0].min()))
-    if folds < 2:
-        raise DataError("every class needs at least 2 readable photos to be reviewed")
-    est = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    with threadpool_limits(1):  # lbfgs's small products only spin extra threads (see training.cv.one_thread)
-        z = cross_val_predict(est, x, y, cv=cv, method="decision_function")
-    return decision_logits(z, np.flatnonzero(counts), len(counts))
-
-
 def review(run, data, out: str | Path | None = None, options: ReviewOptions | None = None, *,
            progress=True) -> dict:
     """Suspected label errors in ``data`` with ``run``'s backbone (its features; the run's head is
@@ -130,6 +111,8 @@ def review(run, data, out: str | Path | None = None, options: ReviewOptions | No
     x, ok, skipped = _features(run, ds, progress)
     y, paths = ds.labels[ok], [p for p, keep in zip(ds.paths, ok, strict=True) if keep]
     c = float(o.c or run.config.get("train", {}).get("C") or 1.0)
+    if clamp_folds(y, o.folds) < 2:
+        raise DataError("every class needs at least 2 readable photos to be reviewed")
     z = cross_val_logits(x, y, o.folds, c, o.seed)
     t = fit_temperature(z, y)
     probs = softmax(z, t)

@@ -37,6 +37,7 @@ import torch
 from ..errors import DataError, RunError
 from ..models.groups import depth_groups
 from ..models.heads import build_head
+from ..probe import fit_linear_probe
 from ..runtime.device import amp_dtype, default_device
 from ..runtime.distributed import finish_distributed, init_distributed, is_main, world_size
 from .augment import AugmentedImages, mixer
@@ -55,7 +56,6 @@ from .checkpoints import CHECKPOINT_DIR, STATE, Checkpoints, resumed_backbone
 from .head import fit_head, score, split_features
 from .job import Fitted, Job
 from .learner import Learner, Optim, predict_paths
-from .linear import fit_linear_probe
 from .options import FinetuneOptions, HeadOptions, parse_unfreeze
 
 __all__ = ["resumed_backbone", "train_finetune"]

@@ -19,6 +19,7 @@ from ..features import extract_view
 from ..models.classifier import Backbone
 from ..models.heads import build_head
 from ..models.views import with_options
+from ..probe import fold_rows
 from ..runtime.distributed import finish_distributed, gather, init_distributed, is_main, rank, world_size
 from .job import Fitted, Job
 from .options import HeadOptions
@@ -163,14 +164,6 @@ def head_probs(head: nn.Module, x: np.ndarray | None) -> np.ndarray | None:
         return None
     with torch.no_grad():
         return head.eval()(torch.from_numpy(x).float()).softmax(-1).numpy()
-
-
-def fold_rows(x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray, mirror: np.ndarray | None):
-    """(train x, train y, held-out x): mirrored rows added to the training photos, held-out photos
-    scored on the mean of both views."""
-    if mirror is None:
-        return x[tr], y[tr], x[va]
-    return np.concatenate([x[tr], mirror[tr]]), np.concatenate([y[tr], y[tr]]), (x[va] + mirror[va]) / 2
 
 
 def _holdout(xt: np.ndarray, yt: np.ndarray, seed: int, mirror: np.ndarray | None = None):

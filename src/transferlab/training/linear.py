@@ -5,21 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..data.datasets import ImageDataset
 from ..errors import DataError
 from ..features import extract_view
 from ..models.classifier import Backbone
 from ..models.views import with_options
-from .cv import cv_linear, fold_splits, one_thread
+from ..probe import C_GRID, clamp_folds, cv_linear, fit_linear_probe, fold_splits
 from .job import Fitted, Job
-
-# ----------------------------------------------------------------------------------------------
-# mode "linear": multinomial logistic regression on pooled features
-# ----------------------------------------------------------------------------------------------
-C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
-
 
 def features_for(bb: Backbone, ds: ImageDataset, progress: bool, description: str, flip: bool | None = None):
     """(features, labels, ok mask, skipped) of a split; views (ensembles, ``:flip``) go through
@@ -43,96 +36,10 @@ def train_rows(bb: Backbone, ds: ImageDataset, progress, aug: bool):
 def _cv_c(x, y, mirror, c, seed: int):
     """C by 5-fold CV on the training photos (mirrors kept with their photo), and the chosen C's
     out-of-fold logits for temperature scaling; (1.0, {}, None) when a class is too small."""
-    counts = np.bincount(y)
-    if counts[counts > 0].min() < 2:
+    if clamp_folds(y, 5) < 2:
         return (c or 1.0), {}, None
     r = cv_linear(x, y, (c,) if c else C_GRID, fold_splits(y, 5, seed), seed, mirror)
     return r.c, {cc: float(np.mean(v)) for cc, v in r.scores.items()}, (r.oof_logits, y, "cv")
-
-
-def _fit_logreg(x: np.ndarray, y: np.ndarray, c: float, seed: int):
-    return _fit_logreg_estimator(c, seed).fit(x, y)
-
-
-def _to_linear(clf, k: int) -> nn.Linear:
-    """Fold StandardScaler + LogisticRegression into one nn.Linear over raw features."""
-    scaler, lr = clf[0], clf[-1]
-    w = lr.coef_ / scaler.scale_[None, :]
-    b = lr.intercept_ - (lr.coef_ * (scaler.mean_ / scaler.scale_)[None, :]).sum(1)
-    if w.shape[0] == 1:  # binary: softmax over [-z/2, z/2] equals sigmoid(z)
-        w = np.concatenate([-w / 2, w / 2])
-        b = np.concatenate([-b / 2, b / 2])
-    full_w = np.zeros((k, w.shape[1]), np.float32)
-    full_b = np.full(k, -1e4, np.float32)  # a class with no training image is never predicted
-    full_w[lr.classes_] = w
-    full_b[lr.classes_] = b
-    lin = nn.Linear(w.shape[1], k)
-    lin.weight.data = torch.from_numpy(full_w)
-    lin.bias.data = torch.from_numpy(full_b)
-    return lin
-
-
-def _val_path(xt, yt, xv, yv, seed: int) -> tuple[dict[float, float], dict]:
-    """Validation accuracy along the C grid, warm-starting each fit from the previous solution
-    (a regularisation path, which cuts the solver's iterations several-fold), and each C's fitted
-    scaler + model: the chosen one is the final model, no cold refit (that refit was the single
-    most expensive fit of a cached re-train, issue 16)."""
-    import copy
-
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    sc = StandardScaler().fit(xt)
-    xt_s, xv_s = sc.transform(xt), sc.transform(xv)
-    lr = LogisticRegression(max_iter=2000, random_state=seed, warm_start=True)
-    scores, fits = {}, {}
-    for c in C_GRID:
-        lr.set_params(C=c)
-        scores[c] = float(lr.fit(xt_s, yt).score(xv_s, yv))
-        fits[c] = Pipeline([("standardscaler", sc), ("logisticregression", copy.deepcopy(lr))])
-    return scores, fits
-
-
-def _cv_choose_c(x, y, seed: int) -> tuple[float, dict]:
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-
-    folds = int(min(5, np.bincount(y).min()))
-    if folds < 2:
-        return 1.0, {}
-    scores = {}
-    for c in C_GRID:
-        cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-        scores[c] = float(cross_val_score(_fit_logreg_estimator(c, seed), x, y, cv=cv).mean())
-    return max(scores, key=lambda c: (scores[c], -c)), scores
-
-
-def _fit_logreg_estimator(c: float, seed: int):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
-
-
-def fit_linear_probe(xt: np.ndarray, yt: np.ndarray, xv: np.ndarray | None, yv: np.ndarray | None, k: int,
-                     seed: int = 0, c: float | None = None) -> tuple[torch.nn.Linear, float, dict]:
-    """Logistic regression on features as a torch head: (head, C, {C: score}). C is chosen on the
-    validation split, or by k-fold CV on the training features when there is none. Runs on one
-    BLAS thread (:func:`transferlab.training.cv.one_thread`)."""
-    with one_thread():
-        return _fit_linear_probe(xt, yt, xv, yv, k, seed, c)
-
-
-def _fit_linear_probe(xt, yt, xv, yv, k: int, seed: int, c: float | None):
-    scores: dict = {}
-    if c is None:
-        if xv is not None and len(yv):
-            scores, fits = _val_path(xt, yt, xv, yv, seed)
-            c = max(scores, key=lambda cc: (scores[cc], -cc))
-            return _to_linear(fits[c], k), c, scores
-        c, scores = _cv_choose_c(xt, yt, seed)
-    return _to_linear(_fit_logreg(xt, yt, c, seed), k), c, scores
 
 
 def train_linear(job: Job) -> Fitted:
