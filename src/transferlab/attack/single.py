@@ -19,7 +19,6 @@ import torch
 from ..data.images import save_png
 from ..data.loader import load_image, to_uint8
 from ..errors import TransferlabError, UnknownClass
-from ..report.text import attack_lines
 from .budget import AttackSpec, distortion, eps_label
 from .core import AttackNet, run_attack
 
@@ -155,19 +154,3 @@ def _figure(net: AttackNet, o: _Outcome, classes: list[str], result: dict, path:
     images = {"original": hwc(o.x[0]), "perturbation": hwc(pert), "adversarial": hwc(o.xq[0])}
     probs = {"original": o.probs0, "perturbation": pert_probs, "adversarial": o.probs1}
     return attack_figure(images, probs, classes, {**result, "amplification": amp}, path)
-
-
-def demo_section(out_dir: Path, quiet: bool = True) -> dict:
-    """For `transferlab demo`: chelsea → golden retriever, targeted PGD at ε = 2/255."""
-    from PIL import Image
-    from skimage import data
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    src = out_dir / "chelsea.png"
-    Image.fromarray(data.chelsea()).save(src)
-    r = attack_image(src, "efficientnet_lite0", target="golden retriever", method="pgd", eps=2 / 255,
-                     out=out_dir / "chelsea_to_golden_retriever.png",
-                     figure=out_dir / "attack_chelsea_golden_retriever.png", progress=not quiet)
-    return {"title": "Adversarial example: chelsea → golden retriever (PGD, ε = 2/255)",
-            "figures": [r["figure"]], "text": attack_lines(r), "result": r}

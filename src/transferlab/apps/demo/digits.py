@@ -1,0 +1,62 @@
+"""Demo section: the lesson's 'very different images' challenge on scikit-learn's handwritten
+digits, pretrained features against raw pixels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def digits_folder(out: Path, size: int = 64) -> Path:
+    """scikit-learn's 1,797 real 8x8 handwritten digits as a class-per-folder PNG dataset."""
+    from sklearn.datasets import load_digits
+
+    root = out / "digits"
+    digits = load_digits()
+    if len(list(root.glob("*/*.png"))) == len(digits.images):
+        return root
+    for i, (img, y) in enumerate(zip(digits.images, digits.target)):
+        d = root / str(y)
+        d.mkdir(parents=True, exist_ok=True)
+        # Ink is high in load_digits; draw dark ink on white like a scanned page.
+        px = (255 - img * (255 / 16)).astype(np.uint8)
+        Image.fromarray(px, "L").resize((size, size), Image.Resampling.BICUBIC).save(d / f"{i}.png")
+    return root
+
+
+def digits_section(out: Path, quiet: bool = True) -> dict:
+    """The lesson's 'very different images' challenge: pretrained features vs raw pixels."""
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from ...data.datasets import load_dataset
+    from ...training.api import train
+
+    root = digits_folder(out)
+    ds = load_dataset(root)
+    run = train(ds, backbone="efficientnet_lite0", mode="linear", val_fraction=0.2, seed=0,
+                out=out / "digits-run", overwrite=True, progress=not quiet)  # the demo's own folder
+    feat_acc = float(run.metrics["val_accuracy"])
+    # Raw pixels, the same seeded split (image i of load_digits is file i.png).
+    tr, va = ds.train_val_split(0.2, 0)
+    digits = load_digits()
+    idx = lambda sub: np.array([int(Path(p).stem) for p in sub.paths])  # noqa: E731
+    xtr, xva = digits.data[idx(tr)], digits.data[idx(va)]
+    sc = StandardScaler().fit(xtr)
+    lr = LogisticRegression(max_iter=5000).fit(sc.transform(xtr), digits.target[idx(tr)])
+    pix_acc = float(lr.score(sc.transform(xva), digits.target[idx(va)]))
+    winner = "pretrained ImageNet features" if feat_acc > pix_acc else "raw pixels"
+    margin = abs(feat_acc - pix_acc) * 100
+    lines = [
+        f"linear head on efficientnet_lite0 features: {feat_acc:.2%} validation accuracy",
+        f"logistic regression on raw 8x8 pixels:       {pix_acc:.2%}",
+        f"winner: {winner} by {margin:.1f} points "
+        + ("(ImageNet features transfer even to tiny handwritten digits)" if winner.startswith("pre") else
+           "(8x8 digits are far from ImageNet photos: the raw pixels already separate them)"),
+    ]
+    return {"title": "Very different images: handwritten digits (scikit-learn, 1,797 real 8x8 scans)",
+            "figures": [run.path / "confusion.png"], "text": lines,
+            "data": {"features_accuracy": feat_acc, "pixels_accuracy": pix_acc, "winner": winner}}
