@@ -27,11 +27,10 @@ def sample_images(out: Path) -> dict[str, Path]:
 
 
 def classify_section(out: Path, quiet: bool = True) -> dict:
-    from ...evaluate.predict import predict
-    from ...run import from_backbone
+    from ...inference.load import from_backbone
 
     paths = sample_images(out)
-    res = predict(from_backbone("efficientnet_lite0"), list(paths.values()), top_k=3)
+    res = from_backbone("efficientnet_lite0").predict(list(paths.values()), top_k=3)
     lines = [
         f"{Path(r['path']).stem}: " + ", ".join(f"{t['label']} {t['score']:.2f}" for t in r["top"]) for r in res
     ]

@@ -44,7 +44,7 @@ def dream_section(out_dir: Path, quiet: bool = True) -> dict:
 
 def _checker(name: str) -> str | None:
     """``name`` when that model loads here, else None (the dreams go unchecked)."""
-    from ...run import load
+    from ...inference.load import load
 
     try:
         load(name)

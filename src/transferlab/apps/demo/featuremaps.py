@@ -11,7 +11,7 @@ def featuremaps_section(out_dir: Path, quiet: bool = True) -> dict:
     from skimage import data
 
     from ...explain.featuremaps import default_layer, draw, feature_maps, list_layers
-    from ...run import load
+    from ...inference.load import load
 
     out_dir = Path(out_dir) / "featuremaps"
     out_dir.mkdir(parents=True, exist_ok=True)
