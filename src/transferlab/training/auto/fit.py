@@ -24,7 +24,7 @@ from .search import Search
 def explain_choice(s: Search, best: Candidate) -> str:
     """Why the run keeps ``best``, in one line a person can check against the leaderboard."""
     single = max(s.board.scored(single=True), key=rank_key, default=None)
-    scored, skipped = s.board.scored(), [c for c in s.board.rows if c.status.startswith("skipped")]
+    scored, skipped = s.board.scored(), s.board.skipped()
     text = (f"{best.cid}: the highest {best.folds}-fold cross-validated accuracy on the "
             f"{len(s.job.train)} training photos ({best.cv_accuracy:.2%} ± {best.cv_sd:.2%})")
     if single is not None and single.cid != best.cid:

@@ -143,7 +143,7 @@ def rank_key(c: Candidate) -> tuple:
 def calibrated_nll(logits: np.ndarray, y: np.ndarray) -> float:
     """Log-loss of out-of-fold logits at their best temperature: comparable across candidates
     whatever their regularisation does to the logits' scale."""
-    from ...evaluate.calibration import fit_temperature, nll
+    from ...evaluation.calibration import fit_temperature, nll
 
     return nll(logits, y, fit_temperature(logits, y))
 
@@ -182,6 +182,7 @@ class Board:
         return max(rows, key=rank_key) if rows else None
 
     def skipped(self) -> list[Candidate]:
+        """This session's rows that did not fit the budget, in the order they were met."""
         return [c for c in self.rows if not c.finished]
 
     def ranked(self) -> list[dict]:
