@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.evaluate.calibration import ece, logits_from_probs, softmax
+from transferlab.evaluation.calibration import ece, logits_from_probs, softmax
 from transferlab.training.api import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "oxford-pets-subset"
@@ -96,13 +96,13 @@ def main() -> None:
 
 
 def _test_paths(run, data: Path) -> list[str]:
-    from transferlab.evaluate.evaluate import resolve_eval_data
+    from transferlab.evaluation.evaluate import resolve_eval_data
 
     return resolve_eval_data(run, data, "test").paths
 
 
 def _test_labels(run, data: Path) -> np.ndarray:
-    from transferlab.evaluate.evaluate import map_labels, resolve_eval_data
+    from transferlab.evaluation.evaluate import map_labels, resolve_eval_data
 
     return map_labels(run, resolve_eval_data(run, data, "test"))
 

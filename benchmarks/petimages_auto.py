@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from transferlab.evaluate.review import ReviewOptions, review
+from transferlab.evaluation.review import ReviewOptions, review
 from transferlab.training.api import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "petimages"

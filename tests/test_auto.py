@@ -6,6 +6,7 @@ import csv
 
 import pytest
 
+import transferlab as tl
 from tests._helpers import run_cli
 from transferlab.errors import DataError
 from transferlab.features import extraction as F
@@ -65,7 +66,7 @@ def test_auto_keeps_the_best_candidate_and_says_why(auto_run, pets_csv):
     assert run.config["calibration"]["source"] == "val"
     assert accs[0] >= 0.8 and all(float(r["predict_img_s"]) > 0 for r in scored)
     # the reloaded run reproduces the validation score it was written with (same features, same head)
-    assert run.evaluate(pets_csv, split="val", progress=False)["accuracy"] == run.metrics["val_accuracy"]
+    assert tl.evaluate(run, pets_csv, split="val", progress=False)["accuracy"] == run.metrics["val_accuracy"]
 
 
 def test_resume_reuses_rows_and_extracts_nothing(auto_run, pets_csv, tmp_path, monkeypatch):

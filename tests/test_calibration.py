@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from transferlab.evaluate.calibration import apply_temperature, calibrate, ece, fit_temperature, reliability, softmax
+import transferlab as tl
+from transferlab.evaluation.calibration import apply_temperature, calibrate, ece, fit_temperature, reliability, softmax
 from transferlab.run import load
 
 
@@ -62,7 +63,7 @@ def test_run_stores_calibration_and_applies_it(small_pets_run, tmp_path, heldout
     x = torch.randn(3, raw["head.weight"].shape[1])
     expected = (x @ raw["head.weight"].T + raw["head.bias"]) / cal["temperature"]
     torch.testing.assert_close(run.model.head(x), expected)
-    m = run.evaluate(heldout_pets_csv, out=tmp_path / "eval", progress=False)
+    m = tl.evaluate(run, heldout_pets_csv, out=tmp_path / "eval", progress=False)
     assert 0 <= m["ece"] <= 1 and m["temperature"] == cal["temperature"]
     assert (tmp_path / "eval" / "reliability.png").exists()
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import transferlab as tl
 from transferlab import features as F
 from transferlab.data.loader import image_array
 from transferlab.errors import TransferlabError, UnknownBackbone
@@ -120,7 +121,7 @@ def test_ensemble_run_with_flip_features_trains_evaluates_and_predicts(ensemble_
     assert cfg["backbone"]["name"] == "efficientnet_lite0@224+mobilenet_v2@224:l2,flip"
     assert cfg["train"]["feature_aug"] == "flip" and cfg["head"]["in"] == 2560
     run = load(ensemble_run)
-    m = run.evaluate(_csv(tmp_path / "test.csv", petimages, range(2000, 2008)), progress=False)
+    m = tl.evaluate(run, _csv(tmp_path / "test.csv", petimages, range(2000, 2008)), progress=False)
     # 24 training photos: 14-16 of 16 right depending on the precision (fp32 14, bf16 15);
     # broken features or a mis-wired member would be near chance (13/16 or more by chance: p = 1 %)
     assert m["n"] == 16 and m["accuracy"] >= 13 / 16

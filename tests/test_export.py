@@ -19,13 +19,13 @@ from transferlab.errors import ImageError
 from transferlab.export import (
     ExportedModel,
     ExportError,
-    TorchPredictor,
     cam_weights,
     export_onnx,
     load_exported,
     load_predictor,
     verification_images,
 )
+from transferlab.inference import Run
 
 CAT_CLASSES = {"tiger cat", "tabby", "Egyptian cat"}
 
@@ -78,7 +78,7 @@ def test_parity_on_identical_pixels(pets_export, pets_run, petimages):
     assert {"model.onnx", "labels.json", "preprocessing.json", "head.safetensors", "export.json",
             "MODEL_CARD.md"} <= set(report.files)
     # independently of the report: the same uint8 pixels through both predictors
-    onnx, torch_p = load_exported(out), TorchPredictor(pets_run)
+    onnx, torch_p = load_exported(out), pets_run
     pixels = np.stack([torch_p.preprocess(p) for p in _pets(petimages, 2100, 5)])
     assert pixels.dtype == np.uint8 and pixels.shape == (10, 224, 224, 3)
     po, fo = onnx._forward(pixels)
@@ -103,9 +103,9 @@ def test_exported_model_agrees_with_run_on_photos(pets_export, pets_run, petimag
 
 
 def test_onnx_cam_equals_torch_grad_cam(pets_export, pets_run, petimages):
-    from transferlab.explain.cam import grad_cam
+    from transferlab.inference.cam import grad_cam
 
-    onnx, torch_p = load_exported(pets_export[0]), TorchPredictor(pets_run)
+    onnx, torch_p = load_exported(pets_export[0]), pets_run
     for path in _pets(petimages, 2300, 2):
         pixels = torch_p.preprocess(path)
         a = onnx.analyze(pixels)  # already S x S: used as is, so both see identical pixels
@@ -133,7 +133,7 @@ def test_mlp_head_cam_weights_match_autograd(tmp_path, pets_run, petimages):
 
     import torch
 
-    from transferlab.explain.cam import grad_cam
+    from transferlab.inference.cam import grad_cam
     from transferlab.models.heads import build_head
 
     torch.manual_seed(0)
@@ -148,7 +148,7 @@ def test_mlp_head_cam_weights_match_autograd(tmp_path, pets_run, petimages):
     for k in range(3):
         (g,) = torch.autograd.grad(head(f[None])[0, k], f)
         np.testing.assert_allclose(cam_weights(onnx.head, f.detach().numpy(), k), g.numpy(), rtol=1e-4, atol=1e-6)
-    pixels = TorchPredictor(run).preprocess(photos[0])
+    pixels = run.preprocess(photos[0])
     ref = grad_cam(run, torch_p_float(pixels))
     assert np.corrcoef(onnx.analyze(pixels).cam.ravel(), ref.cam[0].ravel())[0, 1] > 0.99
 
@@ -169,7 +169,7 @@ def test_bare_backbone_export_classifies_chelsea(lite0_export, sample_images):
 
 def test_torchvision_trunk_exports_its_feature_map(tmp_path, sample_images):
     """MobileNetV2 (torchvision: the map is found by a forward hook, bilinear preprocessing)."""
-    from transferlab.explain.cam import feature_map_split, grad_cam
+    from transferlab.inference.cam import feature_map_split, grad_cam
     from transferlab.run import load
 
     run = load("mobilenet_v2")
@@ -177,7 +177,7 @@ def test_torchvision_trunk_exports_its_feature_map(tmp_path, sample_images):
     assert report.max_abs_dprob <= 1e-4 and report.cam and report.fmap_hw == [7, 7]
     onnx = load_exported(tmp_path / "mnv2")
     assert onnx.pre["interpolation"] == "bilinear" and onnx.pre["mean"] == [0.485, 0.456, 0.406]
-    pixels = TorchPredictor(run).preprocess(sample_images["chelsea"])
+    pixels = run.preprocess(sample_images["chelsea"])
     split = feature_map_split(run.model, run.backbone.family)
     fmap, _ = split(run.model.normalize(torch_p_float(pixels)))
     assert split.name == "features" and tuple(fmap.shape) == (1, 1280, 7, 7)
@@ -196,7 +196,7 @@ def test_default_verification_images_come_from_the_run_data(pets_run, small_pets
 
 def test_load_predictor_falls_back_to_torch(small_pets_run):
     p = load_predictor(small_pets_run)
-    assert isinstance(p, TorchPredictor) and p.info["kind"] == "torch" and p.classes == ["Cat", "Dog"]
+    assert isinstance(p, Run) and p.info["kind"] == "torch" and p.classes == ["Cat", "Dog"]
 
 
 def test_embeddings_find_a_near_duplicate(lite0_export, sample_images):
@@ -257,7 +257,7 @@ def test_bad_images_raise_image_error(pets_export, pets_run, tmp_path, petimages
     truncated.write_bytes(good.read_bytes()[:600])
     text = tmp_path / "notes.jpg"
     text.write_text("not a photo")
-    for predictor in (load_exported(pets_export[0]), TorchPredictor(pets_run)):
+    for predictor in (load_exported(pets_export[0]), pets_run):
         for bad, why in [(truncated, "trunc.jpg"), (text, "not an image"), (tmp_path / "gone.jpg", "not found"),
                          (tmp_path, "directory|not an image file"), (np.zeros((5, 5), np.float32), "uint8")]:
             with pytest.raises(ImageError, match=why):

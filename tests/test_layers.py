@@ -5,6 +5,7 @@ imports inside functions included (a lazy import is still a dependency)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -15,14 +16,15 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "transferlab"
 # The package's own __init__ is at the bottom: it holds __version__ and imports the rest only
 # lazily, by name (PEP 562), which is no import edge.
 LAYERS = [
-    {"__init__", "errors", "_io", "progress"},
+    {"__init__", "errors", "_io", "progress", "options"},
     {"data"},
     {"models"},
     {"runtime"},
     {"features"},
+    {"probe"},
+    {"inference", "run"},
     {"report"},
-    {"evaluate"},
-    {"run"},
+    {"evaluation"},
     {"training"},
     {"explain", "attack"},
     {"export"},
@@ -125,3 +127,88 @@ def test_import_and_cli_stay_light(heavy):
     code = f"import sys, transferlab, transferlab.cli; print({heavy!r} in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+def _classes() -> dict[str, set[str]]:
+    """Class name -> the modules that define a class of that name."""
+    out: dict[str, set[str]] = {}
+    for p in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ClassDef):
+                out.setdefault(node.name, set()).add(module_name(p))
+    return out
+
+
+def _annotation_names(node: ast.AST | None) -> set[str]:
+    """Identifiers in an annotation, string annotations (``"Run"``, ``"x.Run | None"``) included."""
+    if node is None:
+        return set()
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        try:
+            return _annotation_names(ast.parse(node.value, mode="eval").body)
+        except SyntaxError:
+            return set()
+    names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+    names |= {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+    for c in ast.walk(node):
+        if c is not node and isinstance(c, ast.Constant) and isinstance(c.value, str):
+            names |= _annotation_names(c)
+    return names
+
+
+def test_no_parameter_is_typed_from_a_higher_layer():
+    """A parameter annotated with a class that only a higher layer defines is an upward
+    dependency even without an import (a string annotation, a duck-typed protocol)."""
+    owners = {name: mods for name, mods in _classes().items() if len(mods) == 1}
+    bad = []
+    for p in PKG.rglob("*.py"):
+        me = module_name(p)
+        for fn in ast.walk(ast.parse(p.read_text())):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            args = [*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs, fn.args.vararg, fn.args.kwarg]
+            for a in filter(None, args):
+                for name in _annotation_names(a.annotation) & owners.keys():
+                    (owner,) = owners[name]
+                    if layer_of(owner) > layer_of(me):
+                        bad.append(f"{me}.{fn.name}({a.arg}: {name}) - {name} is defined in {owner}")
+    assert not bad, "\n".join(sorted(bad))
+
+
+def _src_files() -> list[Path]:
+    return sorted(p for p in PKG.rglob("*.py"))
+
+
+def test_only_run_config_reads_config_json():
+    """``config.json`` is read and written by :class:`~transferlab.inference.config.RunConfig`
+    alone; nobody reads a run's config by key."""
+    own = PKG / "inference" / "config.py"
+    named = [str(p.relative_to(PKG)) for p in _src_files() if p != own and "config.json" in p.read_text()]
+    by_key = [f"{p.relative_to(PKG)}:{i}" for p in _src_files() if p != own
+              for i, line in enumerate(p.read_text().splitlines(), 1)
+              if re.search(r"\.config\.get\(|\.config\[|\bconfig\.get\(\"(train|data|predict|head)", line)]
+    assert not named and not by_key, (named, by_key)
+
+
+def test_one_logistic_regression():
+    """The probe is written once: every linear fit goes through :mod:`transferlab.probe`."""
+    hits = [f"{p.relative_to(PKG)}:{i}" for p in _src_files()
+            for i, line in enumerate(p.read_text().splitlines(), 1) if "LogisticRegression(" in line]
+    assert len(hits) == 1 and hits[0].startswith("probe/"), hits
+
+
+def test_files_and_functions_stay_short():
+    """No module over 400 lines and no function over 60, the CLI's command declarations excepted
+    (its file, and the option declarations in a command's signature)."""
+    cli = Path("apps/cli.py")
+    long_files = [f"{p.relative_to(PKG)} ({n})" for p in _src_files()
+                  if (n := len(p.read_text().splitlines())) > 400 and p.relative_to(PKG) != cli]
+
+    def length(p: Path, fn) -> int:
+        start = fn.body[0].lineno if p.relative_to(PKG) == cli else fn.lineno
+        return fn.end_lineno - start + 1
+
+    long_fns = [f"{p.relative_to(PKG)}:{fn.lineno} {fn.name} ({length(p, fn)})"
+                for p in _src_files() for fn in ast.walk(ast.parse(p.read_text()))
+                if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) and length(p, fn) > 60]
+    assert not long_files and not long_fns, "\n".join(long_files + long_fns)

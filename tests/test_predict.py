@@ -45,7 +45,7 @@ def test_run_records_an_unsure_threshold_that_keeps_validation_precision(small_p
     assert run.threshold == unsure["threshold"]
     # Re-create the run's validation split and check the promise: answers above the threshold
     # are right at least 95 % of the time.
-    from transferlab.evaluate.evaluate import resolve_eval_data
+    from transferlab.evaluation.evaluate import resolve_eval_data
 
     val = resolve_eval_data(run, small_pets, "val")
     rows = run.predict(val.paths, top_k=1)

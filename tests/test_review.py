@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests._helpers import run_cli
-from transferlab.evaluate.review import ReviewOptions, confident_joint, label_issues, rank_suspects, review
+from transferlab.evaluation.review import ReviewOptions, confident_joint, label_issues, rank_suspects, review
 from transferlab.run import load
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import transferlab as tl
 from transferlab.errors import DataError, RunError
 from transferlab.features import extraction as F
 from transferlab.run import load, load_run
@@ -43,7 +44,7 @@ def test_second_train_extracts_nothing(tmp_path, small_pets, small_pets_run, mon
 @pytest.mark.slow
 def test_evaluate_and_predict_on_heldout(tmp_path, small_pets_run, heldout_pets_csv):
     run = load(small_pets_run)
-    m = run.evaluate(heldout_pets_csv, out=tmp_path / "eval", progress=False)
+    m = tl.evaluate(run, heldout_pets_csv, out=tmp_path / "eval", progress=False)
     assert m["n"] == 40 and m["accuracy"] >= 0.9
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 5000
     assert (tmp_path / "eval" / "top_losses.png").exists()
@@ -59,7 +60,7 @@ def test_evaluate_and_predict_on_heldout(tmp_path, small_pets_run, heldout_pets_
 
 def test_evaluate_val_split_reproduces_training_metrics(small_pets_run, small_pets):
     run = load(small_pets_run)
-    m = run.evaluate(small_pets, split="val", progress=False)
+    m = tl.evaluate(run, small_pets, split="val", progress=False)
     trained = json.loads((small_pets_run / "metrics.json").read_text())
     assert m["n"] == 24 and m["accuracy"] == pytest.approx(trained["val_accuracy"])
 
@@ -79,7 +80,7 @@ def test_oxford_breeds_linear(tmp_path, oxford):
     assert run.config["train"]["selection"] == "cv"
     te = load_dataset(oxford, split="test")
     keep_te = [i for i, y in enumerate(te.labels) if te.classes[y] in breeds]
-    m = run.evaluate(te.subset(keep_te), progress=False)
+    m = tl.evaluate(run, te.subset(keep_te), progress=False)
     assert m["n"] == len(keep_te) > 70 and m["accuracy"] > 0.85
     probs = run.predict_proba(te.subset(keep_te).paths[:3])
     other = [i for i, c in enumerate(run.classes) if c not in breeds]

@@ -2,14 +2,14 @@
 
     import transferlab as tl
     run = tl.train("photos/", backbone="efficientnet_lite0", mode="linear", out="runs/pets")
-    run.evaluate("more-photos/", out="runs/pets/eval")
+    tl.evaluate(run, "more-photos/", out="runs/pets/eval")
     run.predict(["new.jpg"], top_k=3)
-    tl.load("efficientnet_lite0").predict(["cat.jpg"])   # a bare backbone = its ImageNet head
+    tl.load_model("efficientnet_lite0").predict(["cat.jpg"])   # a bare backbone = its ImageNet head
 
 The package is laid out as the pipeline (lowest layer first; a module imports only from its own
 layer or lower, checked by ``tests/test_layers.py``): ``errors``/``_io``/``progress`` ->
-``data`` -> ``models`` -> ``runtime`` -> ``features`` -> ``report`` -> ``evaluate`` -> ``run``
--> ``train`` -> ``explain``/``attack`` -> ``export`` -> ``apps``.
+``data`` -> ``models`` -> ``runtime`` -> ``features`` -> ``probe`` -> ``inference`` -> ``report``
+-> ``evaluation`` -> ``training`` -> ``explain``/``attack`` -> ``export`` -> ``apps``.
 
 Names below are imported on first use (PEP 562), so ``import transferlab`` (and the CLI's
 ``--help``) does not pay for torch, timm or scikit-learn.
@@ -33,8 +33,13 @@ _LAZY = {
     "load_dataset": "transferlab.data.datasets",
     "TransferlabError": "transferlab.errors",
     "extract": "transferlab.features",
-    "Run": "transferlab.run",
-    "load": "transferlab.run",
+    "Run": "transferlab.inference.torch_model",
+    "load": "transferlab.inference.load",
+    "load_model": "transferlab.inference.load",
+    "Predictor": "transferlab.inference.base",
+    "RunConfig": "transferlab.inference.config",
+    "evaluate": "transferlab.evaluation.evaluate",
+    "review": "transferlab.evaluation.review",
     "train": "transferlab.training.api",
     "LinearOptions": "transferlab.training.options",
     "HeadOptions": "transferlab.training.options",

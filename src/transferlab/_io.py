@@ -154,7 +154,7 @@ def _real(p: str | Path) -> Path:
     return Path(os.path.realpath(os.path.abspath(p)))
 
 
-def ensure_outside(out: str | Path, *data: str | Path | None, flag: str = "--out") -> None:
+def ensure_outside(out: str | Path, *data: str | Path | None, param: str = "out") -> None:
     """Refuse an output path inside (or equal to) a DATA folder: files under DATA are only ever
     read, and a run written there would turn into a class of the next ``train DATA``. A CSV
     DATA protects itself only (its folder may well be the project the runs go to)."""
@@ -164,7 +164,7 @@ def ensure_outside(out: str | Path, *data: str | Path | None, flag: str = "--out
             continue
         root = _real(d)
         if o == root or (root.is_dir() and root in o.parents):
-            raise OutputError(f"{flag} {out} is inside the data folder {d}; files under DATA are only read, "
+            raise OutputError(param, f"{out} is inside the data folder {d}; files under DATA are only read, "
                               "so choose an output outside it")
 
 
@@ -174,7 +174,7 @@ def _nearest_existing(p: Path) -> Path:
     return p
 
 
-def check_writable(out: str | Path, flag: str = "--out") -> None:
+def check_writable(out: str | Path, param: str = "out") -> None:
     """Fail before any work if ``out`` (a file or directory to be created) cannot be written:
     probe by creating a temporary directory in the nearest existing ancestor, then remove it.
     Nothing is left behind, and a long training never ends in 'permission denied'."""
@@ -182,11 +182,11 @@ def check_writable(out: str | Path, flag: str = "--out") -> None:
     target = out.parent if out.exists() and not out.is_dir() else out  # a file to be replaced
     base = _nearest_existing(Path(os.path.abspath(target)))
     if not base.is_dir():
-        raise OutputError(f"cannot write {flag} {out}: {base} is not a directory")
+        raise OutputError(param, f"{out} cannot be written: {base} is not a directory")
     try:
         probe = tempfile.mkdtemp(prefix=".transferlab-probe-", dir=base)
     except OSError as e:
-        raise OutputError(f"cannot write {flag} {out}: cannot create anything in {base} "
+        raise OutputError(param, f"{out} cannot be written: nothing can be created in {base} "
                           f"({e.strerror or e})") from None
     os.rmdir(probe)
 

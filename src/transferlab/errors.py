@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class TransferlabError(Exception):
     """Base class for user errors (bad path, unknown name, unreadable run...)."""
@@ -35,9 +37,24 @@ class FetchError(TransferlabError):
     """A dataset download failed (offline, bad checksum, unsafe archive)."""
 
 
-class OutputError(TransferlabError):
+class OptionError(TransferlabError, ValueError):
+    """An option is unknown, misplaced or out of range.
+
+    ``problem`` may name other parameters as ``{name}`` fields; :meth:`render` spells every
+    parameter the caller's way (``batch_size`` for Python, ``--batch-size`` for the CLI)."""
+
+    def __init__(self, param: str, problem: str):
+        self.param, self.problem = param, problem
+        super().__init__(self.render(lambda name: name))
+
+    def render(self, spell) -> str:
+        problem = re.sub(r"{(\w+)}", lambda m: spell(m.group(1)), self.problem)
+        return f"{spell(self.param)} {problem}"
+
+
+class OutputError(OptionError):
     """An output path cannot be used: inside a DATA folder, not writable, or an existing run
-    that ``--overwrite`` was not given for."""
+    that ``overwrite`` was not given for. ``param`` names the option that gave the path."""
 
 
 class SettingError(TransferlabError):

@@ -34,6 +34,7 @@ from ..data.loader import decode_array, default_nice, default_workers
 from ..errors import TransferlabError
 from ..models.classifier import Backbone
 from ..models.registry import DEFAULT_BACKBONE, create_backbone
+from ..options import OptionError
 from ..runtime.device import default_device
 from ..runtime.engine import ENGINES, engine_default, measure_engines, record_verdict, table_candidates
 from ..runtime.runner import FeatureRunner, run_features
@@ -258,7 +259,7 @@ def bench(backbone: str = DEFAULT_BACKBONE, data: str | Path | None = None, limi
         torch.set_num_threads(o.threads)
     dev = torch.device(o.device) if o.device else default_device()
     if o.engine == "onnxruntime" and dev.type != "cpu":
-        raise TransferlabError("--engine onnxruntime runs on the CPU only; use --device cpu")
+        raise OptionError("engine", "onnxruntime runs on the CPU only; use {device} cpu")
     with tempfile.TemporaryDirectory(prefix="transferlab-bench-data-") as tmp:
         if data is None:
             files, source = bundled_images(Path(tmp)), "bundled scikit-image samples (tiled)"

@@ -20,7 +20,8 @@ import typer
 
 from .. import __version__
 from ..errors import TransferlabError
-from ..training.options import Augment, FeatureAug, Mode, OptionError
+from ..options import FOLDS, INPUT_SIZE, NON_NEGATIVE, PORT, PROBABILITY, SIMILARITY, UPLOAD_MB, OptionError
+from ..training.options import Augment, FeatureAug, Mode
 
 app = typer.Typer(
     add_completion=False,
@@ -181,10 +182,9 @@ def classify(
     quiet: QuietOpt = False,
 ) -> None:
     """ImageNet top-k for photos with a pretrained backbone."""
-    from ..evaluate.predict import predict
-    from ..run import from_backbone
+    from ..inference.load import from_backbone
 
-    results = predict(from_backbone(backbone, weights), images, top_k=top_k)
+    results = from_backbone(backbone, weights).predict(images, top_k=top_k)
     _show_predictions(results, as_json)
 
 
@@ -220,7 +220,7 @@ def train(
         "--wise", metavar="A", help="finetune: keep A x the fine-tuned weights + (1 - A) x the start (WiSE-FT; "
                                     "0.5 helps on small data) (default: 1 = off)")] = None,
     input_size: Annotated[int | None, typer.Option(
-        "--input-size", min=32, max=1024, help="Input size in pixels (default: the backbone's)")] = None,
+        "--input-size", help=f"Input size, {INPUT_SIZE} (default: the backbone's)")] = None,
     resume: Annotated[Path | None, typer.Option(
         "--resume", metavar="RUN", help="finetune: continue RUN from its last checkpoint; auto: continue RUN's "
                                         "search (finished candidates are reused).")] = None,
@@ -262,7 +262,7 @@ def train(
 
 def _report_training(run, as_json: bool) -> None:
     m = run.metrics
-    auto, cal = run.config.get("train", {}).get("auto"), run.config.get("calibration")
+    auto, cal = run.config.auto, run.config.calibration
     if as_json:
         _print_json({"run": str(run.path), **{k: m.get(k) for k in
                      ("mode", "backbone", "train_accuracy", "val_accuracy", "seconds", "skipped", "skipped_files")},
@@ -274,11 +274,10 @@ def _report_training(run, as_json: bool) -> None:
         for line in [*lines, *training_summary(run), calibration_line(cal)]:
             if line:
                 _print(line)
-    t = run.config.get("train", {})
-    if t.get("interrupted"):
-        _eprint(f"interrupted: the run keeps epoch {t.get('best_epoch')} (best so far); "
+    if run.config.interrupted:
+        _eprint(f"interrupted: the run keeps epoch {run.config.best_epoch} (best so far); "
                 f"continue with --resume {run.path}")
-    empty = run.config.get("data", {}).get("empty_classes")
+    empty = run.config.empty_classes
     if empty:
         _eprint(f"ignored {len(empty)} empty class folder(s) (no image files): {', '.join(empty)}")
     _report_skipped(m.get("skipped_files", []))
@@ -311,12 +310,13 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """Accuracy, per-class P/R/F1, confusion matrix and top losses of a run on a dataset."""
-    from ..run import load
+    from ..evaluation.evaluate import evaluate as _evaluate
+    from ..inference.load import load
 
     r = load(run)
     dest = eval_out or ((r.path / f"eval-{Path(str(data).rstrip('/')).name}-{split or 'default'}") if r.path else None)
-    m = r.evaluate(data, split=split, out=dest, format=_val(fmt), progress=not quiet,
-                   **({"tta": _val(tta)} if tta else {}))
+    m = _evaluate(r, data, split=split, out=dest, format=_val(fmt), progress=not quiet,
+                  **({"tta": _val(tta)} if tta else {}))
     if as_json:
         _print_json({k: v for k, v in m.items() if k not in ("confusion",)})
     else:
@@ -340,8 +340,10 @@ def review(
     split: Annotated[str | None, typer.Option(
         "--split", help="Oxford-IIIT Pet: trainval or test (default: every listed image)")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="How to read DATA.")] = Format.auto,
-    folds: Annotated[int, typer.Option("--folds", min=2, help="Cross-validation folds.")] = 5,
-    top: Annotated[int, typer.Option("--top", min=0, help="Photos on the contact sheet.")] = 24,
+    folds: Annotated[int, typer.Option("--folds", help=f"Cross-validation folds, {FOLDS}.")
+                     ] = 5,
+    top: Annotated[int, typer.Option("--top", help=f"Photos on the contact sheet, {NON_NEGATIVE}.")
+                   ] = 24,
     review_out: Annotated[Path | None, typer.Option(
         "--out", "-o", metavar="DIR", help="Where to write review.json, review.csv and contact_sheet.png "
                                            "(default: RUN/review-<data>, or review-<data> for a backbone)")] = None,
@@ -349,10 +351,10 @@ def review(
     quiet: QuietOpt = False,
 ) -> None:
     """Photos whose label looks wrong: confident learning on cross-validated probabilities."""
-    from ..evaluate.review import ReviewOptions
-    from ..evaluate.review import review as _review
+    from ..evaluation.review import ReviewOptions
+    from ..evaluation.review import review as _review
+    from ..inference.load import load
     from ..report.text import review_lines
-    from ..run import load
 
     r = load(run)
     name = f"review-{Path(str(data).rstrip('/')).name}"
@@ -376,7 +378,8 @@ def predict(
                                                   "recursively).", show_default=False)],
     top_k: TopKOpt = 5,
     threshold: Annotated[float | None, typer.Option(
-        "--threshold", min=0.0, max=1.0, metavar="P", help="Answer 'unsure' when the top probability is below P "
+        "--threshold", min=PROBABILITY.low, max=PROBABILITY.high, metavar="P",
+        help="Answer 'unsure' when the top probability is below P "
         "(default: the model's own, chosen on its validation data; none for a bare backbone).")] = None,
     csv_out: Annotated[Path | None, typer.Option(
         "--csv", metavar="FILE", help="Also write one row per image: path, label, score, status, top-k.")] = None,
@@ -386,17 +389,17 @@ def predict(
 ) -> None:
     """Top-k classes of a trained run (or an export) for photos and whole folders."""
     from ..data.images import expand_image_paths
-    from ..export import predict_model
+    from ..inference.load import load_model
 
     paths = expand_image_paths(images)
     if csv_out is not None:
         from .._io import check_writable, ensure_outside
 
-        ensure_outside(csv_out, *[p for p in images if p.is_dir()], flag="--csv")
-        check_writable(csv_out, flag="--csv")
-    rows = predict_model(model, paths, top_k=top_k, threshold=threshold, tta=_val(tta))
+        ensure_outside(csv_out, *[p for p in images if p.is_dir()], param="csv")
+        check_writable(csv_out, param="csv")
+    rows = load_model(model).predict(paths, top_k=top_k, threshold=threshold, **({"tta": _val(tta)} if tta else {}))
     if csv_out is not None:
-        from ..evaluate.predict import write_csv
+        from ..inference.rows import write_csv
 
         write_csv(rows, csv_out)
     _show_predictions(rows, as_json)
@@ -444,15 +447,15 @@ def serve(
                                        "URL).")] = None,
     host: Annotated[str, typer.Option("--host", help="Interface to bind (127.0.0.1: this computer only).")
                     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
-    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.1, help="Largest photo accepted.")
-                             ] = 10.0,
+    port: Annotated[int, typer.Option("--port", help=f"Port, {PORT}.")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option(
+        "--max-upload-mb", help=f"Largest photo accepted, {UPLOAD_MB}.")] = 10.0,
     threshold: Annotated[float | None, typer.Option(
-        "--threshold", min=0.0, max=1.0, metavar="P",
-        help="Top-1 probability below which the answer is 'not sure' (default: the model's, else 0.5).")] = None,
+        "--threshold", metavar="P", help="Top-1 probability below which the answer is 'not sure' "
+        f"({PROBABILITY}; default: the model's, else 0.5).")] = None,
     duplicate_threshold: Annotated[float, typer.Option(
-        "--duplicate-threshold", min=0.01, max=1.0,
-        help="Cosine similarity from which a photo is flagged as a possible duplicate.")] = 0.90,
+        "--duplicate-threshold", help="Cosine similarity from which a photo is flagged as a possible duplicate "
+        f"({SIMILARITY}).")] = 0.90,
 ) -> None:
     """The shelter's catalog web app: breed from a photo, heat map, duplicates, catalog, CSV export."""
     try:
@@ -636,7 +639,7 @@ def featuremaps(
 ) -> None:
     """Feature maps of one layer: the most active channels and a heat map over the photo."""
     from ..explain import featuremaps as _fm
-    from ..run import load
+    from ..inference.load import load
 
     model = _model(model, run, backbone)
     if list_layers:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import TransferlabError
+from ..options import AT_LEAST_ONE, Choice, OptionError
 
 METHODS = ("fgsm", "pgd", "pgd-l2", "cw", "optimize")
 LINF_METHODS = ("fgsm", "pgd")
@@ -93,16 +94,13 @@ class AttackSpec:
         """Fill method defaults: eps 2/255 (L-inf), 0.5 (pgd-l2), none (cw, optimize);
         steps 20/20/100/100 (fgsm: 1); step size eps/4 (pgd), 2.5 eps/steps (pgd-l2),
         0.01 (cw, Adam lr), 1/255 (optimize, Adam lr)."""
-        if method not in METHODS:
-            raise TransferlabError(f"unknown attack method '{method}' (choose from {', '.join(METHODS)})")
+        method = Choice(tuple(METHODS))("method", method)
         e = DEFAULT_EPS[method] if isinstance(eps, str) and eps == "default" else parse_eps(eps)
         if method in ("fgsm", "pgd", "pgd-l2") and e is None:
-            raise TransferlabError(f"--method {method} needs an epsilon (e.g. --eps 2/255)")
+            raise OptionError("method", f"{method} needs an epsilon (e.g. {{eps}} 2/255)")
         if method == "cw":
             e = None  # C&W minimises the L2 distance itself; an eps does not apply
-        n = 1 if method == "fgsm" else int(steps or DEFAULT_STEPS[method])
-        if n < 1:
-            raise TransferlabError("--steps must be >= 1")
+        n = 1 if method == "fgsm" else AT_LEAST_ONE("steps", steps or DEFAULT_STEPS[method])
         ss = parse_eps(step_size) if step_size is not None else None
         if ss is None:
             ss = {"fgsm": e, "pgd": (e or 0) / 4, "pgd-l2": 2.5 * (e or 0) / n, "cw": 0.01,

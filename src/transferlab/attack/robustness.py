@@ -19,11 +19,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from ..errors import DataError, TransferlabError, UnknownClass
+from ..errors import DataError, UnknownClass
+from ..options import AT_LEAST_ONE, Choice, Interval, Options, Rule, check
 from .budget import AttackSpec, eps_label
 from .core import AttackNet, run_attack
 
@@ -44,8 +46,15 @@ def stratified_subsample(labels: np.ndarray, limit: int, seed: int = 0) -> np.nd
     return np.sort(idx)
 
 
+def _budgets(param: str, value) -> list[float]:
+    """Epsilons, sorted and distinct, each >= 0."""
+    eps = sorted({float(e) for e in value})
+    check(all(e >= 0 for e in eps), param, "must all be >= 0 (pixel budgets in [0, 1])")
+    return eps
+
+
 @dataclass
-class RobustnessOptions:
+class RobustnessOptions(Options):
     """How :func:`robustness` attacks: method, budgets, steps, which images."""
 
     method: str = "pgd"
@@ -58,13 +67,9 @@ class RobustnessOptions:
     batch_size: int = 32
     early_stop: float = 1.0
 
-    def validate(self) -> RobustnessOptions:
-        if self.method not in ROBUSTNESS_METHODS:
-            raise TransferlabError(f"robustness needs an attack with a budget: {', '.join(ROBUSTNESS_METHODS)}")
-        self.eps = sorted({float(e) for e in self.eps})
-        if any(e < 0 for e in self.eps):
-            raise TransferlabError("epsilons must be >= 0")
-        return self
+    constraints: ClassVar[dict[str, Rule]] = {
+        "method": Choice(ROBUSTNESS_METHODS), "eps": _budgets, "steps": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE,
+        "limit": Interval(int, 1, optional=True), "early_stop": Interval(float, 0, closed="neither")}
 
     def spec(self, eps: float) -> AttackSpec:
         fgsm = self.method == "fgsm"
@@ -76,11 +81,12 @@ def robustness(model, data, options: RobustnessOptions | None = None, *, out: st
                progress=True, **kw) -> dict:
     """Accuracy of ``model`` (run directory, backbone name or Run) on ``data`` under attack.
 
-    ``data``: anything :func:`transferlab.evaluate.evaluate.resolve_eval_data` takes (folder,
+    ``data``: anything :func:`transferlab.evaluation.evaluate.resolve_eval_data` takes (folder,
     Oxford-IIIT Pet root, CSV; ``split='val'`` re-creates the run's own held-out split).
     ``options`` or keywords of :class:`RobustnessOptions`. With ``out``, writes
     ``robustness.json`` and ``robustness.png`` there."""
-    from ..run import Run, load
+    from ..inference.load import load
+    from ..inference.torch_model import Run
 
     o = (replace(options, **kw) if options else RobustnessOptions(**kw)).validate()
     if out is not None:  # refused before the (long) attack, not after it
@@ -102,7 +108,7 @@ def robustness(model, data, options: RobustnessOptions | None = None, *, out: st
 
 def _select(run, data, o: RobustnessOptions):
     """The dataset, the (subsampled) paths to attack and their labels as the run's indices."""
-    from ..evaluate.evaluate import map_labels, resolve_eval_data
+    from ..evaluation.evaluate import map_labels, resolve_eval_data
 
     ds = resolve_eval_data(run, data, o.split)
     try:

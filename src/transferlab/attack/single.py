@@ -18,7 +18,8 @@ import torch
 
 from ..data.images import save_png
 from ..data.loader import load_image, to_uint8
-from ..errors import TransferlabError, UnknownClass
+from ..errors import UnknownClass
+from ..options import OptionError
 from .budget import AttackSpec, distortion, eps_label
 from .core import AttackNet, run_attack
 
@@ -55,7 +56,8 @@ def attack_image(image: str | Path, model="efficientnet_lite0", *, target: str |
     reported. ``figure=True`` puts ``<out>.figure.png`` next to it. Whether the saved PNG fools
     a second model too is :func:`transfer`'s question (``result["transfer"]``).
     """
-    from ..run import Run, load
+    from ..inference.load import load
+    from ..inference.torch_model import Run
 
     run = model if isinstance(model, Run) else load(model)
     attack = {"method": "pgd", "eps": "default", **attack}
@@ -115,10 +117,10 @@ def transfer(png: str | Path | None, original: str | Path, spec: str, target_nam
     The PNG is at the attacked model's input size; a second model with another input size
     resizes and crops it like any photo. Targeted: success = the target class; untargeted:
     success = the second model changed its mind relative to the original photo."""
-    from ..run import load
+    from ..inference.load import load
 
     if png is None:
-        raise TransferlabError("--transfer-to needs --out (the saved PNG is what is transferred)")
+        raise OptionError("transfer_to", "needs {out} (the saved PNG is what is transferred)")
     r2 = load(spec)
     probs = r2.predict_proba([png, original])
     pa, po = probs[0], probs[1]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..options import OptionError
 from .images import is_image_file
 
 FORMATS = ("auto", "folder", "oxford-pets", "csv")
@@ -71,7 +72,7 @@ def load_dataset(
 ) -> ImageDataset:
     """Read a dataset description. ``split`` applies to Oxford-IIIT Pet (``trainval``, ``test``,
     or None for every listed image); for other formats only None/'all' is valid here (a run's
-    own validation split is recomputed by :func:`transferlab.evaluate.evaluate`)."""
+    own validation split is recomputed by :func:`transferlab.evaluation.evaluate`)."""
     path = Path(data)
     if not path.exists():
         raise DataError(f"data not found: {data}")
@@ -85,7 +86,7 @@ def load_dataset(
     else:
         ds = _load_csv(path)
     if fmt != "oxford-pets" and split not in (None, "all"):
-        raise DataError(f"--split {split} applies to Oxford-IIIT Pet data; {path} is a {fmt} dataset")
+        raise OptionError("split", f"{split} applies to Oxford-IIIT Pet data; {path} is a {fmt} dataset")
     if len(ds) == 0:
         raise DataError(f"no images found in {data}")
     if len(ds.classes) < 2:
@@ -129,7 +130,7 @@ OXFORD_SPLITS = ("trainval", "test")
 
 def _load_oxford(root: Path, label: str, split: str | None) -> ImageDataset:
     if label not in ("breed", "species"):
-        raise DataError(f"--label must be breed or species, not '{label}'")
+        raise OptionError("label", f"must be breed or species, not '{label}'")
     if split in (None, "all"):
         listfile = root / "annotations" / "list.txt"
     elif split in OXFORD_SPLITS:

@@ -197,9 +197,9 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
     """uint8 [H, W, 3] -> lossless PNG, written atomically. Adversarial images and dreams must be
     lossless: JPEG would change the very pixels that were scored."""
     from .._io import atomic_write
-    from ..errors import TransferlabError
+    from ..options import OptionError
 
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise TransferlabError(f"--out must be a .png file (lossless), got {path.name}")
+        raise OptionError("out", f"must be a .png file (lossless), got {path.name}")
     return atomic_write(path, lambda t: Image.fromarray(image, "RGB").save(t, format="PNG"))

@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from torch import nn
 from ..data.images import save_png
 from ..data.loader import load_image, to_uint8
 from ..errors import TransferlabError
+from ..options import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Choice, Interval, OptionError, Options, Rule
 
 METHODS = ("plain", "lucid")
 OBJECTIVES = ("prob", "logit", "margin")
@@ -227,9 +229,14 @@ SETTINGS = ("steps", "lr", "tv", "copies", "objective", "decay", "jitter", "scal
 
 
 @dataclass(frozen=True)
-class DreamSettings:
+class DreamSettings(Options):
     """How to dream: the method, its knobs (:data:`SETTINGS`), the seed and how many snapshots
     to keep. Build it with :meth:`make`, which fills the method's defaults (:data:`DEFAULTS`)."""
+
+    constraints: ClassVar[dict[str, Rule]] = {
+        "method": Choice(tuple(METHODS)), "objective": Choice(tuple(OBJECTIVES)), "steps": AT_LEAST_ONE,
+        "lr": POSITIVE, "tv": Interval(float, 0), "copies": AT_LEAST_ONE, "seed": NON_NEGATIVE,
+        "snapshots": NON_NEGATIVE}
 
     method: str = "lucid"
     steps: int = 512
@@ -246,20 +253,15 @@ class DreamSettings:
 
     @classmethod
     def make(cls, method: str = "lucid", **given) -> DreamSettings:
-        """The method's defaults overridden by ``given`` (None = default); unknown names, methods
-        and objectives are a :class:`~transferlab.errors.TransferlabError`."""
-        if method not in METHODS:
-            raise TransferlabError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
-        unknown = set(given) - set(SETTINGS) - {"seed", "snapshots"}
-        if unknown:
-            raise TransferlabError(f"unknown dream setting(s): {', '.join(sorted(unknown))} "
-                                   f"(settings: {', '.join(SETTINGS)}, seed, snapshots)")
+        """The method's defaults overridden by ``given`` (None = default); unknown names, methods,
+        objectives and values out of range are an :class:`~transferlab.options.OptionError`."""
+        method = cls.constraints["method"]("method", method)
+        for name in sorted(set(given) - set(SETTINGS) - {"seed", "snapshots"}):
+            raise OptionError(name, f"is not a dream setting (settings: {', '.join(SETTINGS)}, seed, snapshots)")
         d = DEFAULTS[method]
         st = {k: (d[k] if given.get(k) is None else given[k]) for k in SETTINGS if k in d}
-        if st.get("objective", "prob") not in OBJECTIVES:
-            raise TransferlabError(f"unknown objective '{st['objective']}'; choose from {', '.join(OBJECTIVES)}")
-        return cls(method=method, seed=int(given.get("seed") or 0), snapshots=int(given.get("snapshots") or 0),
-                   **st)
+        return cls(method=method, seed=given.get("seed") or 0, snapshots=given.get("snapshots") or 0,
+                   **st).validate()
 
     def used(self) -> dict:
         """The knobs that apply to this method, as reported in results."""
@@ -325,12 +327,12 @@ def dream(target: str, model: str | Path = "efficientnet_lite0", *, check_with: 
     start from this photo. ``settings``: ``method`` (lucid | plain), ``steps``, ``tv``, ``lr``,
     ``seed``, ``snapshots``... (see :class:`DreamSettings`).
     """
+    from ..inference.load import load
     from ..progress import resolve
-    from ..run import load
 
     st = DreamSettings.make(**settings)  # fail before loading anything
     if out is not None and Path(out).suffix.lower() != ".png":
-        raise TransferlabError(f"--out must be a .png file (lossless), got {out}")
+        raise OptionError("out", f"must be a .png file (lossless), got {out}")
     run = load(model)
     idx = run.class_index(target)
     dc = run.data_config
@@ -356,7 +358,7 @@ def dream(target: str, model: str | Path = "efficientnet_lite0", *, check_with: 
 def check_image(image: np.ndarray, target: str, model: str | Path) -> dict:
     """Score an image with an independent model (backbone name or run directory): does it see
     ``target`` too?"""
-    from ..run import load
+    from ..inference.load import load
 
     other = load(model)
     try:

@@ -117,7 +117,7 @@ def draw(fm: FeatureMaps, path: str | Path, title: str = "") -> Path:
 def featuremaps(image, model: str | Path = "efficientnet_lite0", layer: str | None = None,
                 out: str | Path = "featuremaps.png", n_channels: int = 16) -> tuple[FeatureMaps, Path]:
     """One call: load ``model`` (run directory or backbone name), draw ``layer`` for ``image``."""
-    from ..run import load
+    from ..inference.load import load
 
     run = load(model)
     fm = feature_maps(run, image, layer, n_channels)

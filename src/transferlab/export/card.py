@@ -24,7 +24,7 @@ def weights_licence(name: str, source: str) -> str:
 
 def model_card(run, report: ExportReport) -> str:
     """The card's Markdown for ``run`` (a :class:`~transferlab.run.Run`) and its export report."""
-    bb, data = run.backbone, run.config.get("data") or {}
+    bb, data = run.backbone, run.config.data if run.config else {}
     parts = [
         f"# Model card: {run.path.name if run.path else bb.name}\n",
         f"Exported by transferlab from `{run.name}`.\n",
@@ -52,9 +52,8 @@ def model_card(run, report: ExportReport) -> str:
 def _training_line(run) -> str:
     if run.path is None:
         return "none beyond ImageNet-1k (the backbone's own 1000-class head)"
-    train = run.config.get("train") or {}
-    head = (run.config.get("head") or {}).get("type", "?")
-    return f"mode `{run.config.get('mode', '?')}`, {head} head, seed {train.get('seed', '?')}"
+    cfg = run.config
+    return f"mode `{cfg.mode or '?'}`, {cfg.head.get('type', '?')} head, seed {cfg.seed}"
 
 
 def _classes_text(classes: list[str]) -> str:

@@ -1,24 +1,28 @@
-"""What an export directory holds: its file names, the exported graph's input and outputs, and
-the report of the export that wrote it. Shared by the writer (:mod:`.onnx`, :mod:`.card`) and
-the reader (:mod:`.predictor`); torch-free."""
+"""The report of the export that wrote a directory, and the writer's constants; the file names
+are the reader's (:mod:`transferlab.inference.layout`). Torch-free."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from ..errors import ExportError
+from ..inference.layout import (  # noqa: F401 - the file names, shared with the reader
+    BATCH,
+    CARD,
+    EXPORT,
+    HEAD,
+    INPUT,
+    LABELS,
+    MODEL,
+    OUTPUTS,
+    PREPROCESSING,
+    read_json,
+)
 
-__all__ = ["ExportError", "ExportReport", "read_json", "run_threshold"]
+__all__ = ["ExportError", "ExportReport", "read_json"]
 
 OPSET = 17
-INPUT = "pixels"
-OUTPUTS = ("probs", "logits", "features", "fmap")
-MODEL, LABELS, PREPROCESSING, HEAD, EXPORT, CARD = (
-    "model.onnx", "labels.json", "preprocessing.json", "head.safetensors", "export.json", "MODEL_CARD.md")
 MAX_DPROB = 1e-4  # parity bound between PyTorch and onnxruntime on identical pixels
-BATCH = 32
 
 
 @dataclass
@@ -44,17 +48,3 @@ class ExportReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def read_json(path: Path) -> dict:
-    """A JSON file's object, or {} when it is missing or unreadable (optional metadata)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def run_threshold(config: dict) -> float | None:
-    """A decision threshold stored in a run's config (``predict.threshold`` or ``threshold``)."""
-    t = (config.get("predict") or {}).get("threshold", config.get("threshold"))
-    return float(t) if t is not None else None

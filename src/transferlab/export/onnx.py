@@ -31,6 +31,7 @@ import numpy as np
 
 from .._io import atomic_write, write_json
 from ..errors import ExportError, ImageError, TransferlabError
+from ..inference.onnx_model import session
 from .card import model_card
 from .layout import (
     BATCH,
@@ -45,9 +46,7 @@ from .layout import (
     OUTPUTS,
     PREPROCESSING,
     ExportReport,
-    run_threshold,
 )
-from .predictor import session, to_float
 
 
 def export_onnx(run_or_spec, out_dir: str | Path, *, verify_images=None, overwrite: bool = False,
@@ -61,7 +60,8 @@ def export_onnx(run_or_spec, out_dir: str | Path, *, verify_images=None, overwri
     :func:`verification_images`.
     """
     from .._io import replace_dir
-    from ..run import Run, load
+    from ..inference.load import load
+    from ..inference.torch_model import Run
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -108,7 +108,7 @@ def _whole_classifier_class():
     import torch
     from torch import nn
 
-    from ..explain.cam import feature_map_split, is_pooled_map
+    from ..inference.cam import feature_map_split, is_pooled_map
 
     class WholeClassifier(nn.Module):
         """uint8 NHWC pixels -> (probs, logits, pooled features, feature map): the exported graph."""
@@ -174,12 +174,12 @@ def verification_images(run, n: int = 100) -> tuple[list, str]:
     data (evenly spaced through the list), or scikit-image's sample photos when that data is
     gone or the run is a bare backbone. Real photos matter: random pixels give flat, easy
     probabilities where small numeric differences hide."""
-    data = run.config.get("data") or {}
-    if data.get("root"):
+    cfg = run.config
+    if cfg is not None and cfg.data_root:
         from ..data.datasets import load_dataset
 
         with contextlib.suppress(TransferlabError, OSError, ValueError):
-            paths = load_dataset(data["root"], format=data.get("format") or "auto", split=data.get("split")).paths
+            paths = load_dataset(cfg.data_root, format=cfg.data_format, split=cfg.data_split).paths
             return list(paths[:: max(1, len(paths) // n)][:n]), "training data"
     from skimage import data as samples
 
@@ -207,15 +207,9 @@ def _parity(run, model_path: Path, pixels: np.ndarray) -> dict:
     """PyTorch (``run.model``, fp32) against onnxruntime on the identical uint8 pixels: max
     |Δprob| (raise above :data:`MAX_DPROB`), top-1 agreement, and throughput of both at batch
     32 (best of two passes over the same batches)."""
-    import torch
-
     sess = session(model_path)
     batches = [pixels[i:i + BATCH] for i in range(0, len(pixels), BATCH)]
-
-    def torch_run(b):
-        with torch.inference_mode():
-            f = run.model.features(to_float(b))
-            return run.model.head(f).softmax(-1).numpy(), f.numpy()
+    torch_run = run._forward  # the Run's own uint8 pixels -> (probs, features), fp32
 
     def onnx_run(b):
         return tuple(sess.run(["probs", "features"], {INPUT: b}))
@@ -282,8 +276,8 @@ def _export_info(run, head_spec: dict, report: ExportReport) -> dict:
     return {"transferlab_version": __version__, "source_run": str(run.path.resolve()) if run.path else None,
             "backbone": {"name": bb.name, "weights_digest": bb.weights_digest, "source": bb.source,
                          "family": bb.family, "feature_dim": bb.feature_dim},
-            "mode": run.config.get("mode", "imagenet" if run.path is None else None),
-            "head": head_spec, "opset": report.opset, "threshold": run_threshold(run.config),
+            "mode": run.mode if run.path is not None else "imagenet",
+            "head": head_spec, "opset": report.opset, "threshold": run.threshold,
             "input": {"name": INPUT, "shape": ["batch", run.data_config.input_size, run.data_config.input_size, 3],
                       "dtype": "uint8"},
             "outputs": list(OUTPUTS), "cam": report.cam,

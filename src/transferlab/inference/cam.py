@@ -1,4 +1,4 @@
-"""Grad-CAM (Selvaraju et al. 2017) for a :class:`~transferlab.run.Run`: where in the photo the
+"""Grad-CAM (Selvaraju et al. 2017) for a :class:`~transferlab.inference.torch_model.Run`: where in the photo the
 evidence for a class lies.
 
 The class score is differentiated with respect to the trunk's last convolutional feature map
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import TransferlabError
+from .heatmap import normalize_cam
 
 Split = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -98,13 +99,6 @@ def is_pooled_map(fmap: torch.Tensor, pooled: torch.Tensor, tol: float = 1e-4) -
         return False
     gap = fmap.float().mean((2, 3))
     return bool((gap - pooled.float()).abs().max() <= tol * max(1.0, float(pooled.abs().max())))
-
-
-def normalize_cam(cam: np.ndarray) -> np.ndarray:
-    """Scale each map to [0, 1] by its maximum (after the ReLU the minimum is already 0, and a
-    map with no positive evidence stays all zero instead of amplifying noise)."""
-    top = cam.reshape(len(cam), -1).max(1).reshape(-1, 1, 1)
-    return np.where(top > 0, cam / np.maximum(top, 1e-12), 0.0).astype(np.float32)
 
 
 def grad_cam(run, pixels: torch.Tensor, class_idx: int | list[int] | None = None) -> CamResult:

@@ -6,7 +6,7 @@ One row format for the CLI, the JSON output, the CSV and the web app::
      "score": 0.93, "top": [{"label": "Bengal", "score": 0.93}, ...]}
 
 ``unsure``: the top-1 probability is below the model's threshold (chosen on its validation data
-when it was trained, see :func:`transferlab.evaluate.metrics.precision_threshold`), so the
+when it was trained, see :func:`transferlab.evaluation.metrics.precision_threshold`), so the
 answer is "not sure" rather than a confident wrong breed. This module imports no torch: an
 exported model predicts with it on a machine without PyTorch.
 """
@@ -33,26 +33,6 @@ def prediction_row(path: str | None, probs: np.ndarray, classes: list[str], top_
 
 def error_row(path: str | None, why: str) -> dict:
     return {"path": path, "status": "error", "label": None, "score": None, "top": [], "error": why}
-
-
-def predict(run, images, top_k: int = DEFAULT_TOP_K, batch_size: int = 32, tta: str | None = None,
-            threshold: float | None = None) -> list[dict]:
-    """Rows (see the module docstring) for file paths, PIL images or uint8 HxWx3 arrays (``path``
-    is None for in-memory images). A missing file raises ImageError; an unreadable one gets an
-    ``error`` row so one bad photo does not hide the others. ``threshold`` defaults to the run's."""
-    from ..data.loader import as_image_list, image_array, is_path
-
-    items = as_image_list(images)
-    threshold = run.threshold if threshold is None else threshold
-    if not all(is_path(i) for i in items):
-        probs = run.predict_proba(items, batch_size=batch_size, tta=tta)
-        return [prediction_row(str(i) if is_path(i) else None, p, run.classes, top_k, threshold)
-                for i, p in zip(items, probs, strict=True)]
-    for p in items:  # a typo in a path is a user error, not a skipped photo
-        if not Path(p).is_file():
-            image_array(p, run.data_config)  # raises ImageError: not found / a directory
-    probs, skipped = run.predict_proba_paths(items, batch_size=batch_size, tta=tta)
-    return rows_for_paths([str(p) for p in items], probs, dict(skipped), run.classes, top_k, threshold)
 
 
 def rows_for_paths(paths: list[str], probs: np.ndarray, skipped: dict[str, str], classes: list[str],

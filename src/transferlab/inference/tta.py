@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..data.geometry import DataConfig
 from ..data.loader import image_array, iter_batches, to_pixels
-from ..errors import TransferlabError
+from ..options import OptionError
 from ..progress import resolve
 from ..runtime.device import autocast, default_device
 
@@ -35,7 +35,7 @@ def _views(x: torch.Tensor, mode: str, size: int) -> list[torch.Tensor]:
 def _decode_config(run, tta: str) -> DataConfig:
     """flip: the eval crop; flip+crops: the whole resized square the five crops come from."""
     if tta not in TTA_MODES:
-        raise TransferlabError(f"--tta must be one of {', '.join(TTA_MODES)}, not '{tta}'")
+        raise OptionError("tta", f"must be one of {', '.join(TTA_MODES)}, not '{tta}'")
     dc: DataConfig = run.data_config
     return dc if tta == "flip" else DataConfig(input_size=dc.resize_size, resize_size=dc.resize_size,
                                                interpolation=dc.interpolation, mean=dc.mean, std=dc.std)

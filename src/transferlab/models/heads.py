@@ -21,3 +21,20 @@ def build_head(spec: dict) -> nn.Module:
             nn.Linear(spec["hidden"], spec["out"]),
         )
     raise ValueError(f"unknown head type {kind!r}")
+
+
+def apply_temperature(head, temperature: float):
+    """Divide the head's logits by T by scaling its last linear layer in place (exact:
+    ``W x + b`` -> ``(W x + b) / T``); returns the head (an ``nn.Module``)."""
+    import torch
+
+    if temperature == 1.0:
+        return head
+    last = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if not last:
+        raise ValueError("the head has no linear layer to scale")
+    with torch.no_grad():
+        last[-1].weight.div_(temperature)
+        if last[-1].bias is not None:
+            last[-1].bias.div_(temperature)
+    return head

@@ -18,7 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..data.geometry import DataConfig
-from ..errors import TransferlabError, UnknownBackbone
+from ..errors import UnknownBackbone
+from ..options import INPUT_SIZE
 from . import efficientnet_lite, hub, mobilenet
 from .catalog import bundled_info
 from .classifier import Backbone, BackboneSpec
@@ -70,8 +71,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = N
     dc = bb.data_config
     if input_size is None or int(input_size) == dc.input_size:
         return bb
-    if not 32 <= int(input_size) <= 1024:
-        raise TransferlabError(f"--input-size must be between 32 and 1024 pixels, not {input_size}")
+    input_size = INPUT_SIZE("input_size", input_size)
     resized = DataConfig.from_crop_pct(int(input_size), dc.input_size / dc.resize_size, interpolation=dc.interpolation,
                                        mean=dc.mean, std=dc.std)
     return replace(bb, data_config=resized)  # same network: only its input geometry differs

@@ -53,7 +53,8 @@ def one_thread():
 
 
 def logreg(c: float, seed: int, max_iter: int = MAX_ITER):
-    """The probe's estimator: ``make_pipeline(StandardScaler(), LogisticRegression(C=c))``."""
+    """The probe's estimator: standardised features into an L2-regularised multinomial logistic
+    regression (lbfgs) with inverse regularisation ``c``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

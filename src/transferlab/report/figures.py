@@ -105,7 +105,7 @@ def robustness_figure(r: dict, path: str | Path) -> Path:
 def reliability_figure(curves: dict[str, dict], path: str | Path, title: str = "Reliability") -> Path:
     """Reliability diagram: accuracy vs mean confidence per confidence bin, one panel per curve
     (e.g. ``{"before": ..., "after T=1.6": ...}``, each from
-    :func:`transferlab.evaluate.calibration.reliability`); the gap to the diagonal is shaded and
+    :func:`transferlab.evaluation.calibration.reliability`); the gap to the diagonal is shaded and
     the ECE is in the panel's title. Bar width follows the bins; counts are written under bars."""
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 4.3), squeeze=False)
     for ax, (name, r) in zip(axes[0], curves.items(), strict=True):

@@ -12,11 +12,13 @@ from pathlib import Path
 from .. import __version__
 from .._io import save_safetensors, write_json
 from ..data.datasets import ImageDataset, load_dataset
-from ..errors import TransferlabError
-from ..evaluate.calibration import logits_from_probs, softmax
-from ..evaluate.metrics import classification_metrics, precision_threshold
+from ..evaluation.calibration import logits_from_probs, softmax
+from ..evaluation.metrics import classification_metrics, precision_threshold
+from ..inference.config import METRICS, WEIGHTS, BackboneRef, RunConfig
+from ..inference.load import load_run
+from ..inference.torch_model import Run
 from ..models.registry import create_backbone
-from ..run import CONFIG, METRICS, WEIGHTS, Run, load_run
+from ..options import OptionError
 from .auto import train_auto
 from .finetune import resumed_backbone, train_finetune
 from .head import train_head
@@ -73,8 +75,8 @@ def train(data: str | Path | ImageDataset, *, mode: str = "linear", out: str | P
         backbone, input_size = resumed_backbone(resume, backbone, input_size, source=source)
     bb = create_backbone(backbone, weights=run_opts.weights, input_size=input_size)
     if mode == "finetune" and bb.family == "ensemble":
-        raise TransferlabError(f"--mode finetune trains one network; '{backbone}' is an ensemble or feature view "
-                               "(use --mode linear, head or auto)")
+        raise OptionError("mode", f"finetune trains one network; '{backbone}' is an ensemble or feature view "
+                                  "(use {mode} linear, head or auto)")
     tr, va = ds.train_val_split(run_opts.val_fraction, run_opts.seed)
     adopt = source if source is not None and not same_path(source, resume) else None
     with staged_run(out, adopt) as stage:  # a killed fine-tune's staging dir is continued in place
@@ -117,26 +119,24 @@ def environment(device: str = "cpu", backbone=None) -> dict:
             "platform": platform.platform()}
 
 
-def _config(job: Job, ds: ImageDataset, fitted: Fitted, skipped: list[dict], unsure: dict | None) -> dict:
+def _config(job: Job, ds: ImageDataset, fitted: Fitted, skipped: list[dict], unsure: dict | None,
+            calib: dict | None) -> RunConfig:
     bb, o = job.backbone, job.run
-    return {
-        "transferlab_version": __version__,
-        "mode": mode_of(job.options),
-        "classes": ds.classes,
-        "backbone": {
-            "name": bb.name,
-            "weights_digest": bb.weights_digest,
-            "source": bb.source,
-            **({"weights_path": str(Path(o.weights).resolve())} if o.weights else {}),
-        },
-        "preprocessing": bb.data_config.to_dict(),
-        "head": fitted.head_spec,
-        "train": {"seed": o.seed, "val_fraction": o.val_fraction, **fitted.info},
-        "predict": unsure,  # the "unsure" threshold chosen on validation data (None without any)
-        "data": {**ds.summary(), "train_images": len(job.train), "val_images": len(job.val),
-                 "skipped": len(skipped), "skipped_files": skipped, "ignored_files": ds.ignored},
-        "environment": environment(str(fitted.info.get("device", "cpu")).split(":")[0], bb),
-    }
+    return RunConfig(
+        transferlab_version=__version__,
+        mode=mode_of(job.options),
+        classes=ds.classes,
+        backbone=BackboneRef(name=bb.name, weights_digest=bb.weights_digest, source=bb.source,
+                             weights_path=str(Path(o.weights).resolve()) if o.weights else None),
+        preprocessing=bb.data_config.to_dict(),
+        head=fitted.head_spec,
+        train={"seed": o.seed, "val_fraction": o.val_fraction, **fitted.info},
+        predict=unsure,  # the "unsure" threshold chosen on validation data (None without any)
+        data={**ds.summary(), "train_images": len(job.train), "val_images": len(job.val),
+              "skipped": len(skipped), "skipped_files": skipped, "ignored_files": ds.ignored},
+        environment=environment(str(fitted.info.get("device", "cpu")).split(":")[0], bb),
+        calibration=calib,
+    )
 
 
 def _save_weights(out: Path, fitted: Fitted) -> None:
@@ -147,7 +147,7 @@ def _save_weights(out: Path, fitted: Fitted) -> None:
 
 
 def write_run(job: Job, ds: ImageDataset, fitted: Fitted, seconds: float, final: Path | None = None) -> None:
-    """Write model.safetensors, metrics.json, the figures and config.json into ``job.out`` (the
+    """Write model.safetensors, metrics.json, the figures and the run config into ``job.out`` (the
     staging dir); files are named by where they will be, under ``final``."""
     from ..report.figures import confusion_figure, curves_figure, reliability_figure
 
@@ -181,14 +181,14 @@ def write_run(job: Job, ds: ImageDataset, fitted: Fitted, seconds: float, final:
         figures.append(curves_figure(fitted.history, out / "curves.png", best_epoch=fitted.best_epoch))
     metrics["figures"] = [str(Path(final or out) / Path(f).name) for f in figures]
     write_json(out / METRICS, metrics)
-    write_json(out / CONFIG, {**_config(job, ds, fitted, skipped, unsure), "calibration": calib})
+    _config(job, ds, fitted, skipped, unsure, calib).write(out)
 
 
 def calibration_of(job: Job, fitted: Fitted) -> tuple[dict | None, dict | None]:
     """Temperature scaling fitted on the validation probabilities (else the trainer's held-out
     logits: CV out-of-fold, a head's hold-out) and the reliability curves before and after;
     (None, None) without held-out data."""
-    from ..evaluate.calibration import calibrate, reliability
+    from ..evaluation.calibration import calibrate, reliability
 
     if fitted.val_probs is not None and len(fitted.val_probs):
         logits, y, source = logits_from_probs(fitted.val_probs), job.val.labels[fitted.val_ok], "val"

@@ -8,7 +8,8 @@ import torch
 
 from ..data.geometry import DataConfig
 from ..data.images import BadImage, load_rgb
-from .options import Augment, FinetuneOptions, _enum
+from ..options import Choice
+from .options import Augment, FinetuneOptions
 
 
 def train_transform(dc: DataConfig, aug: str = "light"):
@@ -18,7 +19,7 @@ def train_transform(dc: DataConfig, aug: str = "light"):
     ``randaug``: plus RandAugment (m7); ``none``: the eval resize + centre crop."""
     from timm.data import create_transform
 
-    aug = _enum(aug, Augment, "aug")
+    aug = Choice.of(Augment)("aug", aug)
     if aug == "none":
         from torchvision.transforms.v2 import functional as TF
 

@@ -16,9 +16,8 @@ import time
 import numpy as np
 import torch
 
-from ..probe import CVResult, Splits, fold_rows
 # the linear probe's CV moved to transferlab.probe; re-exported while callers move
-from ..probe import cv_linear, fold_splits, one_thread  # noqa: F401
+from ..probe import CVResult, Splits, cv_linear, fold_rows, fold_splits, one_thread  # noqa: F401
 
 
 def fit_mlp(x: np.ndarray, y: np.ndarray, k: int, opts, seed: int, mirror: np.ndarray | None = None):

@@ -212,7 +212,7 @@ def train_finetune(job: Job) -> Fitted:
 
 
 def _fitted(s: Setup, d: Data, learn: Learner, spec: dict) -> Fitted:
-    """The run's network (best epoch, WiSE-mixed if asked) and what config.json records."""
+    """The run's network (best epoch, WiSE-mixed if asked) and what the run config records."""
     bb, o, val = s.job.backbone, s.options, d.val
     final = copy.deepcopy(bb.model)
     final.head = build_head(spec)

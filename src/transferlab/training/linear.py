@@ -14,6 +14,7 @@ from ..models.views import with_options
 from ..probe import C_GRID, clamp_folds, cv_linear, fit_linear_probe, fold_splits
 from .job import Fitted, Job
 
+
 def features_for(bb: Backbone, ds: ImageDataset, progress: bool, description: str, flip: bool | None = None):
     """(features, labels, ok mask, skipped) of a split; views (ensembles, ``:flip``) go through
     the per-member cache (:func:`transferlab.features.extract_view`)."""

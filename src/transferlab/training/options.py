@@ -8,13 +8,26 @@ with its flag spelling (``--batch-size``), the Python API with the keyword (``ba
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, fields, replace
 from enum import Enum
 from pathlib import Path
+from typing import ClassVar
 
-from ..errors import TransferlabError
+from ..options import (
+    AT_LEAST_ONE,
+    FOLDS,
+    FRACTION,
+    INPUT_SIZE,
+    NON_NEGATIVE,
+    POSITIVE,
+    Choice,
+    Interval,
+    OptionError,
+    Options,
+    Rule,
+    check,
+)
 
 
 class Mode(str, Enum):
@@ -48,37 +61,36 @@ class BatchNorm(str, Enum):
     train = "train"
 
 
-class OptionError(TransferlabError, ValueError):
-    """A training option is unknown, misplaced or out of range.
-
-    ``problem`` may name other parameters as ``{name}`` fields; :meth:`render` spells every
-    parameter the caller's way (``batch_size`` for Python, ``--batch-size`` for the CLI)."""
-
-    def __init__(self, param: str, problem: str):
-        self.param, self.problem = param, problem
-        super().__init__(self.render(lambda name: name))
-
-    def render(self, spell) -> str:
-        names = set(re.findall(r"{(\w+)}", self.problem))
-        return f"{spell(self.param)} {self.problem.format(**{n: spell(n) for n in names})}"
+def _budget(param: str, value):
+    try:
+        parse_budget(value)
+    except ValueError as e:
+        raise OptionError(param, str(e)) from None
+    return value
 
 
-def _check(ok: bool, param: str, problem: str) -> None:
-    if not ok:
-        raise OptionError(param, problem)
+def _members(param: str, value) -> tuple[str, ...]:
+    members = tuple(m.strip() for m in (value.split(",") if isinstance(value, str) else value) if m.strip())
+    check(len(members) >= 1, param, "must name at least one backbone")
+    return members
 
 
-def _enum(value, enum: type[Enum], param: str) -> str:
-    allowed = [e.value for e in enum]
-    value = value.value if isinstance(value, Enum) else value
-    _check(value in allowed, param, f"must be one of {', '.join(allowed)}, not {value!r}")
+def _c_grid(param: str, value) -> tuple[float, ...]:
+    check(len(value) >= 1 and all(float(c) > 0 for c in value), param, "must be values > 0")
+    return tuple(value)
+
+
+def _unfreeze(param: str, value):
+    parse_unfreeze(value, 1)
     return value
 
 
 @dataclass
-class RunOptions:
+class RunOptions(Options):
     """What every mode shares: which data, which backbone, which split, and whether an
     existing run at ``out`` may be replaced."""
+
+    constraints: ClassVar[dict[str, Rule]] = {"val_fraction": FRACTION, "input_size": INPUT_SIZE, "seed": NON_NEGATIVE}
 
     backbone: str = "efficientnet_lite0"
     weights: str | Path | None = None
@@ -90,28 +102,24 @@ class RunOptions:
     seed: int = 0
     overwrite: bool = False  # replace an existing run at ``out`` (as a whole, once the new one is complete)
 
-    def validate(self) -> RunOptions:
-        _check(0 <= float(self.val_fraction) < 1, "val_fraction", "must be in [0, 1)")
-        _check(self.input_size is None or 32 <= int(self.input_size) <= 1024, "input_size",
-               f"must be between 32 and 1024 pixels, not {self.input_size}")
-        return self
-
 
 @dataclass
-class LinearOptions:
+class LinearOptions(Options):
     """Multinomial logistic regression on cached features; ``c`` None = chosen on validation."""
+
+    constraints: ClassVar[dict[str, Rule]] = {
+        "c": Interval(float, 0, None, closed="neither", optional=True), "feature_aug": Choice.of(FeatureAug)}
 
     c: float | None = None
     feature_aug: str = "none"
 
-    def validate(self) -> LinearOptions:
-        _check(self.c is None or float(self.c) > 0, "c", f"must be > 0, not {self.c}")
-        self.feature_aug = _enum(self.feature_aug, FeatureAug, "feature_aug")
-        return self
+
+_SHARED = {"epochs": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE, "lr": POSITIVE, "label_smoothing": FRACTION,
+           "patience": AT_LEAST_ONE}
 
 
 @dataclass
-class HeadOptions:
+class HeadOptions(Options):
     """MLP head on cached features, AdamW + one-cycle, early stopping on validation loss."""
 
     epochs: int = 200
@@ -125,16 +133,12 @@ class HeadOptions:
     label_smoothing: float = 0.1
     feature_aug: str = "none"
 
-    def validate(self) -> HeadOptions:
-        _common_checks(self)
-        self.feature_aug = _enum(self.feature_aug, FeatureAug, "feature_aug")
-        _check(int(self.hidden) >= 1, "hidden", "must be >= 1")
-        _check(0 <= float(self.dropout) < 1, "dropout", "must be in [0, 1)")
-        return self
+    constraints: ClassVar[dict[str, Rule]] = {
+        **_SHARED, "feature_aug": Choice.of(FeatureAug), "hidden": AT_LEAST_ONE, "dropout": FRACTION}
 
 
 @dataclass
-class FinetuneOptions:
+class FinetuneOptions(Options):
     """End-to-end fine-tuning (fastai's recipe): head warm-up on cached features, then the
     unfrozen depth groups with discriminative learning rates; see :mod:`transferlab.training.finetune`."""
 
@@ -161,18 +165,12 @@ class FinetuneOptions:
     wise: float = 1.0
     workers: int | None = None  # DataLoader processes (None: one spare core)
 
-    def validate(self) -> FinetuneOptions:
-        _common_checks(self)
-        parse_unfreeze(self.unfreeze, 1)
-        self.aug = _enum(self.aug, Augment, "aug")
-        self.bn = _enum(self.bn, BatchNorm, "bn")
-        for name in ("mixup", "cutmix"):
-            _check(float(getattr(self, name)) >= 0, name, "is a Beta(alpha, alpha) parameter and must be >= 0")
-        _check(0 < float(self.wise) <= 1, "wise", f"must be in (0, 1] (1 = the fine-tuned weights alone), "
-                                                  f"not {self.wise}")
-        _check(int(self.head_epochs) >= 0, "head_epochs", "must be >= 0")
-        _check(self.workers is None or int(self.workers) >= 0, "workers", "must be >= 0")
-        return self
+    constraints: ClassVar[dict[str, Rule]] = {
+        **_SHARED, "unfreeze": _unfreeze, "aug": Choice.of(Augment), "bn": Choice.of(BatchNorm),
+        "mixup": Interval(float, 0, unit="(a Beta(alpha, alpha) parameter)"),
+        "cutmix": Interval(float, 0, unit="(a Beta(alpha, alpha) parameter)"),
+        "wise": Interval(float, 0, 1, closed="right", unit="(1 = the fine-tuned weights alone)"),
+        "head_epochs": NON_NEGATIVE, "workers": Interval(int, 0, optional=True)}
 
     def recipe(self) -> dict:
         """The settings a resumed run must keep (everything but where and on what it runs)."""
@@ -196,16 +194,8 @@ def parse_budget(value) -> float:
     return seconds
 
 
-def _common_checks(o) -> None:
-    _check(int(o.epochs) >= 1, "epochs", "must be >= 1")
-    _check(int(o.batch_size) >= 1, "batch_size", "must be >= 1")
-    _check(float(o.lr) > 0 and math.isfinite(float(o.lr)), "lr", "must be > 0")
-    _check(0 <= float(o.label_smoothing) < 1, "label_smoothing", "must be in [0, 1)")
-    _check(int(o.patience) >= 1, "patience", "must be >= 1")
-
-
 @dataclass
-class AutoOptions:
+class AutoOptions(Options):
     """The budgeted search of :mod:`transferlab.training.auto`: ``budget`` (``15m``, ``90s``,
     seconds), ``folds`` of the cross-validation on the training photos, the ``members`` to try
     (``NAME@SIZE``), ensembles of up to ``max_members``, flip augmentation (``flips``) and an MLP
@@ -222,18 +212,9 @@ class AutoOptions:
     c_grid: tuple[float, ...] = (0.01, 0.1, 1.0)
     resume: str | Path | None = None
 
-    def validate(self) -> AutoOptions:
-        try:
-            parse_budget(self.budget)
-        except ValueError as e:
-            raise OptionError("budget", str(e)) from None
-        _check(int(self.folds) >= 2, "folds", "must be >= 2")
-        _check(int(self.max_members) >= 1, "max_members", "must be >= 1")
-        self.members = tuple(m.strip() for m in (self.members.split(",") if isinstance(self.members, str)
-                                                  else self.members) if m.strip())
-        _check(len(self.members) >= 1, "members", "must name at least one backbone")
-        _check(len(self.c_grid) >= 1 and all(float(c) > 0 for c in self.c_grid), "c_grid", "must be values > 0")
-        return self
+    constraints: ClassVar[dict[str, Rule]] = {
+        "budget": _budget, "folds": FOLDS, "max_members": AT_LEAST_ONE, "members": _members,
+        "c_grid": _c_grid}
 
 
 OPTIONS: dict[str, type] = {"linear": LinearOptions, "head": HeadOptions, "finetune": FinetuneOptions,
@@ -242,7 +223,7 @@ OPTIONS: dict[str, type] = {"linear": LinearOptions, "head": HeadOptions, "finet
 
 def check_mode(mode) -> str:
     mode = mode.value if isinstance(mode, Enum) else mode
-    _check(mode in OPTIONS, "mode", f"must be one of {', '.join(MODES)}, not {mode!r}")
+    check(mode in OPTIONS, "mode", f"must be one of {', '.join(MODES)}, not {mode!r}")
     return mode
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from .._io import check_writable, ensure_outside, replace_dir, stale_stages
 from ..data.datasets import ImageDataset
 from ..errors import OutputError, RunError
-from ..run import CONFIG
+from ..inference.config import CONFIG
 from .checkpoints import CHECKPOINT_DIR, STATE, Checkpoints
 
 
@@ -56,13 +56,13 @@ def check_output(out: Path, data, *, overwrite: bool = False, resume: str | Path
     if not out.exists():
         return
     if not out.is_dir():
-        raise OutputError(f"--out {out} is a file; give a directory for the run")
+        raise OutputError("out", f"{out} is a file; give a directory for the run")
     continuing = resume is not None and same_path(resume, out)
     if (out / CONFIG).is_file():
         if not (overwrite or continuing):
-            raise OutputError(f"{out} already holds a run; pass --overwrite to replace it (or choose another --out)")
+            raise OutputError("out", f"{out} already holds a run; pass {{overwrite}} to replace it (or choose another)")
     elif any(out.iterdir()) and not continuing:
-        raise OutputError(f"{out} exists and is not a run directory; choose another --out")
+        raise OutputError("out", f"{out} exists and is not a run directory; choose another")
 
 
 def _state_time(d: Path) -> float | None:

@@ -29,10 +29,9 @@ def digits_folder(out: Path, size: int = 64) -> Path:
 def digits_section(out: Path, quiet: bool = True) -> dict:
     """The lesson's 'very different images' challenge: pretrained features vs raw pixels."""
     from sklearn.datasets import load_digits
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     from ...data.datasets import load_dataset
+    from ...probe import fit_linear_probe
     from ...training.api import train
 
     root = digits_folder(out)
@@ -45,9 +44,9 @@ def digits_section(out: Path, quiet: bool = True) -> dict:
     digits = load_digits()
     idx = lambda sub: np.array([int(Path(p).stem) for p in sub.paths])  # noqa: E731
     xtr, xva = digits.data[idx(tr)], digits.data[idx(va)]
-    sc = StandardScaler().fit(xtr)
-    lr = LogisticRegression(max_iter=5000).fit(sc.transform(xtr), digits.target[idx(tr)])
-    pix_acc = float(lr.score(sc.transform(xva), digits.target[idx(va)]))
+    # the same probe as the features' run, C chosen on the same validation photos
+    _, c, scores = fit_linear_probe(xtr, digits.target[idx(tr)], xva, digits.target[idx(va)], 10)
+    pix_acc = float(scores[c])
     winner = "pretrained ImageNet features" if feat_acc > pix_acc else "raw pixels"
     margin = abs(feat_acc - pix_acc) * 100
     lines = [

@@ -34,18 +34,16 @@ class Analysis:
 def load_model(spec: str):
     """The predictor for ``spec`` (export dir, run dir or backbone name), imported late so the
     web app's modules load without the model stack."""
-    from ...export import load_predictor
+    from ...inference.load import load_model as _load
 
-    return load_predictor(spec)
+    return _load(spec)
 
 
 def _overlay_fn(predictor):
-    """``predictor.heatmap_overlay(pixels, cam)`` if it has one, else the export module's."""
+    """``predictor.heatmap_overlay(pixels, cam)`` if it has one, else the numpy one."""
     fn = getattr(predictor, "heatmap_overlay", None)
     if fn is None:
-        from ... import export
-
-        fn = export.heatmap_overlay
+        from ...inference.heatmap import heatmap_overlay as fn
     return fn
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ...errors import TransferlabError
+from ...options import AT_LEAST_ONE, PORT, SIMILARITY, UPLOAD_MB, Interval, OptionError, Options, Rule
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -19,8 +21,12 @@ class ServeError(TransferlabError):
     """The catalog cannot be opened or served as asked (bad URL, newer schema, bad limit)."""
 
 
+class SettingsError(ServeError, OptionError):
+    """A setting out of range: names the keyword (the CLI says its flag)."""
+
+
 @dataclass
-class Settings:
+class Settings(Options):
     """Everything `create_app` needs. ``threshold=None`` means: the model's own threshold, else 0.5.
 
     ``duplicate_threshold`` is a cosine similarity between L2-normalised embeddings. Measured with
@@ -44,13 +50,13 @@ class Settings:
     allowed_hosts: list[str] | None = None
     log_level: str = "info"
 
+    constraints: ClassVar[dict[str, Rule]] = {
+        "max_upload_mb": UPLOAD_MB, "threshold": Interval(float, 0, 1, optional=True),
+        "duplicate_threshold": SIMILARITY, "port": PORT, "top_k": AT_LEAST_ONE}
+    error: ClassVar[type[OptionError]] = SettingsError
+
     def __post_init__(self) -> None:
-        if not 0 < self.max_upload_mb <= 1024:
-            raise ServeError(f"--max-upload-mb must be in (0, 1024], got {self.max_upload_mb}")
-        if self.threshold is not None and not 0 <= self.threshold <= 1:
-            raise ServeError(f"--threshold must be a probability in [0, 1], got {self.threshold}")
-        if not 0 < self.duplicate_threshold <= 1:
-            raise ServeError(f"duplicate threshold must be in (0, 1], got {self.duplicate_threshold}")
+        self.validate()
 
     @property
     def max_upload_bytes(self) -> int:

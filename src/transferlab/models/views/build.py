@@ -8,6 +8,7 @@ import hashlib
 from dataclasses import replace
 
 from ...errors import TransferlabError
+from ...options import OptionError
 from ..classifier import Backbone, ImageClassifier, Normalize
 from .modules import EnsembleTrunk, GeMTrunk, MemberTrunk, MirrorTrunk, NoImageNetHead, common_config
 from .spec import MemberSpec, ViewSpec, parse_view, view_spec
@@ -21,7 +22,7 @@ def create_view(name: str, create, weights=None, input_size: int | None = None) 
     if input_size is not None and len(spec.members) == 1:
         spec = replace(spec, members=(MemberSpec(spec.members[0].name, int(input_size)),))
     if weights is not None and len(spec.members) > 1:
-        raise TransferlabError("--weights applies to one backbone, not an ensemble")
+        raise OptionError("weights", "applies to one backbone, not an ensemble")
     members = [create(m.name, weights=weights, input_size=m.size) for m in spec.members]
     if spec.pool == "gem":
         members = [gem_pooled(m) for m in members]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ...errors import TransferlabError, UnknownBackbone
+from ...options import INPUT_SIZE
 
 if TYPE_CHECKING:
     from ..classifier import Backbone
@@ -97,8 +98,8 @@ def _parse_member(text: str, whole: str) -> MemberSpec:
     if not base or (sep and not size.isdigit()):
         raise UnknownBackbone(f"'{whole}': members are NAME or NAME@SIZE joined by '+', with optional "
                               f":{'|'.join(OPTIONS)} at the end (e.g. efficientnet_lite2@384+mobilenet_v2:l2)")
-    if sep and not 32 <= int(size) <= 1024:
-        raise TransferlabError(f"'{text}': the input size must be between 32 and 1024 pixels")
+    if sep and not INPUT_SIZE.contains(int(size)):
+        raise TransferlabError(f"'{text}': the input size must be {INPUT_SIZE}")
     return MemberSpec(base, int(size) if sep else None)
 
 

@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from ..models.heads import apply_temperature  # noqa: F401 - where calibration is applied to a head
+
 BINS = 15
 LOG_T_BOUNDS = (math.log(0.05), math.log(20.0))  # far outside anything a sane head needs
 # With no error among the held-out images the NLL falls forever as T -> 0 (every answer right, so
@@ -93,21 +95,3 @@ def calibrate(logits: np.ndarray, y: np.ndarray, source: str = "val", bins: int 
             "errors": errors, "source": source,
             "fitted": fitted, **({} if fitted else {"note": f"T kept at 1: {len(y)} held-out images with {errors} "
                                                               f"errors (needs >= {MIN_IMAGES} and an error)"})}
-
-
-def apply_temperature(head, temperature: float):
-    """Divide the head's logits by T by scaling its last linear layer in place (exact:
-    ``W x + b`` -> ``(W x + b) / T``); returns the head (an ``nn.Module``)."""
-    import torch
-    from torch import nn
-
-    if temperature == 1.0:
-        return head
-    last = [m for m in head.modules() if isinstance(m, nn.Linear)]
-    if not last:
-        raise ValueError("the head has no linear layer to scale")
-    with torch.no_grad():
-        last[-1].weight.div_(temperature)
-        if last[-1].bias is not None:
-            last[-1].bias.div_(temperature)
-    return head

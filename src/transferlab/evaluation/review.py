@@ -27,18 +27,20 @@ import csv
 import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from .._io import atomic_write, check_writable, ensure_outside, write_json
 from ..data.datasets import ImageDataset, load_dataset
-from ..errors import DataError, TransferlabError
+from ..errors import DataError
+from ..options import FOLDS, NON_NEGATIVE, Interval, Options, Rule
 from ..probe import clamp_folds, cross_val_logits
 from .calibration import fit_temperature, softmax
 
 
 @dataclass
-class ReviewOptions:
+class ReviewOptions(Options):
     """How suspects are found: ``folds`` for the out-of-sample probabilities, ``c`` the logistic
     regression's inverse regularisation (None: the run's own C, else 1), ``top`` photos on the
     contact sheet. ``split``/``format``/``label`` read DATA (default: every listed image)."""
@@ -51,14 +53,9 @@ class ReviewOptions:
     format: str = "auto"
     label: str | None = None
 
-    def validate(self) -> ReviewOptions:
-        if int(self.folds) < 2:
-            raise TransferlabError(f"--folds must be >= 2, not {self.folds}")
-        if self.c is not None and not float(self.c) > 0:
-            raise TransferlabError(f"--c must be > 0, not {self.c}")
-        if int(self.top) < 0:
-            raise TransferlabError(f"--top must be >= 0, not {self.top}")
-        return self
+    constraints: ClassVar[dict[str, Rule]] = {
+        "folds": FOLDS, "c": Interval(float, 0, closed="neither", optional=True), "top": NON_NEGATIVE,
+        "seed": NON_NEGATIVE}
 
 
 def confident_joint(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,7 +107,7 @@ def review(run, data, out: str | Path | None = None, options: ReviewOptions | No
     ds = data if isinstance(data, ImageDataset) else _dataset(run, data, o)
     x, ok, skipped = _features(run, ds, progress)
     y, paths = ds.labels[ok], [p for p, keep in zip(ds.paths, ok, strict=True) if keep]
-    c = float(o.c or run.config.get("train", {}).get("C") or 1.0)
+    c = float(o.c or (run.config.c if run.config else None) or 1.0)
     if clamp_folds(y, o.folds) < 2:
         raise DataError("every class needs at least 2 readable photos to be reviewed")
     z = cross_val_logits(x, y, o.folds, c, o.seed)

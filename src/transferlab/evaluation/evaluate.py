@@ -19,8 +19,8 @@ def resolve_eval_data(run, data, split: str | None, format: str = "auto", label:
     label = label or _run_label(run)
     if split in ("train", "val"):
         ds = load_dataset(data, format=format, label=label, split="trainval" if _is_oxford(data) else None)
-        tcfg = run.config.get("train", {})
-        tr, va = ds.train_val_split(tcfg.get("val_fraction", 0.2), tcfg.get("seed", 0))
+        cfg = run.config
+        tr, va = ds.train_val_split(cfg.val_fraction if cfg else 0.2, cfg.seed if cfg else 0)
         return tr if split == "train" else va
     if split is None and _is_oxford(data):
         split = "test"
@@ -69,7 +69,7 @@ def evaluate(run, data, split: str | None = None, out: str | Path | None = None,
     if len(y_ok):  # of the probabilities the run gives: calibrated when it stores a temperature
         rel = reliability(probs, y_ok)
         m.update({"ece": rel["ece"], "reliability": rel,
-                  "temperature": (run.config.get("calibration") or {}).get("temperature")})
+                  "temperature": run.config.temperature if run.config else None})
     m.update({"run": run.name, "data": ds.root, "split": ds.split, "skipped": len(skipped),
               "skipped_files": [{"path": p, "reason": r} for p, r in skipped]})
     if out is None:
