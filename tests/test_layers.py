@@ -16,19 +16,19 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "transferlab"
 # The package's own __init__ is at the bottom: it holds __version__ and imports the rest only
 # lazily, by name (PEP 562), which is no import edge.
 LAYERS = [
-    {"__init__", "errors", "_io", "progress", "options"},
+    {"__init__", "errors", "_io", "progress", "options", "display"},
     {"data"},
     {"models"},
     {"runtime"},
+    {"report"},
     {"features"},
     {"probe"},
     {"inference", "run"},
-    {"report"},
     {"evaluation"},
     {"training"},
     {"explain", "attack"},
     {"export"},
-    {"apps"},
+    {"apps", "sklearn"},
     {"cli", "__main__"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -8,7 +8,7 @@
 
 The package is laid out as the pipeline (lowest layer first; a module imports only from its own
 layer or lower, checked by ``tests/test_layers.py``): ``errors``/``_io``/``progress`` ->
-``data`` -> ``models`` -> ``runtime`` -> ``features`` -> ``probe`` -> ``inference`` -> ``report``
+``data`` -> ``models`` -> ``runtime`` -> ``report`` -> ``features`` -> ``probe`` -> ``inference``
 -> ``evaluation`` -> ``training`` -> ``explain``/``attack`` -> ``export`` -> ``apps``.
 
 Names below are imported on first use (PEP 562), so ``import transferlab`` (and the CLI's
@@ -36,6 +36,7 @@ _LAZY = {
     "Run": "transferlab.inference.torch_model",
     "load": "transferlab.inference.load",
     "load_model": "transferlab.inference.load",
+    "show": "transferlab.report.figures",
     "Predictor": "transferlab.inference.base",
     "RunConfig": "transferlab.inference.config",
     "evaluate": "transferlab.evaluation.evaluate",
@@ -44,6 +45,7 @@ _LAZY = {
     "LinearOptions": "transferlab.training.options",
     "HeadOptions": "transferlab.training.options",
     "FinetuneOptions": "transferlab.training.options",
+    "TransferClassifier": "transferlab.sklearn",
 }
 
 __all__ = sorted(_LAZY)

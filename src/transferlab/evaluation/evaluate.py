@@ -11,6 +11,7 @@ from ..data.datasets import ImageDataset, load_dataset
 from ..errors import DataError
 from .calibration import reliability
 from .metrics import classification_metrics
+from .results import Evaluation
 
 
 def resolve_eval_data(run, data, split: str | None, format: str = "auto", label: str | None = None) -> ImageDataset:
@@ -50,48 +51,45 @@ def map_labels(run, ds: ImageDataset) -> np.ndarray:
     return np.asarray(mapping)[ds.labels]
 
 
-def evaluate(run, data, split: str | None = None, out: str | Path | None = None, *, format: str = "auto",
-             label: str | None = None, progress=True, **predict_options) -> dict:
-    """Metrics of ``run`` on ``data``; with ``out``, also writes metrics.json and the figures.
-    An ``out`` inside DATA or not writable is refused before any image is read."""
-    from ..report.figures import confusion_figure, reliability_figure, top_losses_figure
-
+def evaluate(model, data, split: str | None = None, out: str | Path | None = None, *, format: str = "auto",
+             label: str | None = None, progress=True, **predict_options) -> Evaluation:
+    """Metrics of ``model`` (a :class:`~transferlab.inference.Predictor`: a run, a bare backbone)
+    on ``data``, as an :class:`~transferlab.evaluation.results.Evaluation`; with ``out``, also
+    writes metrics.json and the figures. An ``out`` inside DATA or not writable is refused before
+    any image is read."""
     if out is not None:
         ensure_outside(out, (data.root or None) if isinstance(data, ImageDataset) else data)
         check_writable(out)
-    ds = data if isinstance(data, ImageDataset) else resolve_eval_data(run, data, split, format, label)
-    y = map_labels(run, ds)
-    probs, skipped = run.predict_proba_paths(ds.paths, progress=progress, cache=True, **predict_options)
+    ds = data if isinstance(data, ImageDataset) else resolve_eval_data(model, data, split, format, label)
+    y = map_labels(model, ds)
+    probs, skipped = model.predict_proba_paths(ds.paths, progress=progress, cache=True, **predict_options)
     bad = {p for p, _ in skipped}
-    ok = np.array([p not in bad for p in ds.paths])
-    y_ok = y[ok]
-    m = classification_metrics(y_ok, probs, run.classes)
-    if len(y_ok):  # of the probabilities the run gives: calibrated when it stores a temperature
+    y_ok = y[np.array([p not in bad for p in ds.paths], bool)]
+    m = classification_metrics(y_ok, probs, model.classes)
+    if len(y_ok):  # of the probabilities the model gives: calibrated when it stores a temperature
         rel = reliability(probs, y_ok)
         m.update({"ece": rel["ece"], "reliability": rel,
-                  "temperature": run.config.temperature if run.config else None})
-    m.update({"run": run.name, "data": ds.root, "split": ds.split, "skipped": len(skipped),
+                  "temperature": model.config.temperature if model.config else None})
+    m.update({"run": model.name, "data": ds.root, "split": ds.split, "skipped": len(skipped),
               "skipped_files": [{"path": p, "reason": r} for p, r in skipped]})
-    if out is None:
-        return m
-    out = Path(out)
+    ev = Evaluation(m, probs, y_ok, [p for p in ds.paths if p not in bad], list(model.classes),
+                    getattr(model, "data_config", None))
+    if out is not None:
+        _write(ev, Path(out))
+    return ev
+
+
+def _write(ev: Evaluation, out: Path) -> None:
+    """metrics.json (with the 16 top losses) and the confusion, top-loss and reliability figures."""
     out.mkdir(parents=True, exist_ok=True)
-    paths_ok = [p for p in ds.paths if p not in bad]
-    pred = probs.argmax(1)
-    wrong = np.flatnonzero(pred != y_ok)
-    loss = -np.log(np.clip(probs[np.arange(len(y_ok)), y_ok], 1e-12, 1))
-    order = wrong[np.argsort(-loss[wrong])]
-    top = [{"path": paths_ok[i], "true": run.classes[y_ok[i]], "pred": run.classes[pred[i]],
-            "prob": float(probs[i, pred[i]]), "loss": float(loss[i])} for i in order[:16]]
-    m["top_losses"] = top
-    figs = [
-        confusion_figure(m["confusion"], run.classes, out / "confusion.png", title=f"{ds.split or 'all'} confusion"),
-        top_losses_figure(top, out / "top_losses.png", run.data_config),
-    ]
+    m = ev.metrics
+    m["top_losses"] = list(ev.top_losses(16))
+    ev.plot_confusion(out / "confusion.png")
+    ev.plot_top_losses(16, out / "top_losses.png")
+    names = ["confusion", "top_losses"]
     if "reliability" in m:
-        t = m["temperature"]
-        figs.append(reliability_figure({"run" if t is None else f"run (T = {t:.2f})": m["reliability"]},
-                                       out / "reliability.png", title=f"Reliability on {ds.split or 'all'}"))
-    m["figures"] = [str(f) for f in figs]
+        ev.plot_reliability(out / "reliability.png")
+        names.append("reliability")
+    ev.figures = {n: str(out / f"{n}.png") for n in names}
+    m["figures"] = list(ev.figures.values())
     write_json(out / "metrics.json", m)
-    return m

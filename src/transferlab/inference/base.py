@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ImageError, TransferlabError
 from ..progress import resolve
 from .layout import BATCH
-from .rows import DEFAULT_TOP_K, error_row, prediction_row
+from .rows import DEFAULT_TOP_K, Predictions, error_row, prediction_row
 
 Skipped = list[tuple[str, str]]
 
@@ -132,7 +132,7 @@ class PixelPredictor:
                         label=self.classes[k], pixels=pixels)
 
     def predict(self, images, top_k: int = DEFAULT_TOP_K, threshold: float | None = None,
-                tta: str | None = None) -> list[dict]:
+                tta: str | None = None) -> Predictions:
         """Rows in :mod:`transferlab.inference.rows`'s format, so the CLI, CSV and web app treat
         every kind of model alike; an unreadable file gets an error row (a missing one raises
         ImageError). ``threshold`` (the "unsure" cut-off) defaults to the model's own."""
@@ -150,8 +150,8 @@ class PixelPredictor:
             except ImageError as e:
                 out.append(error_row(path, str(e).removeprefix(f"cannot read {path}: ")))
         probs = iter(self._outputs(pixels, BATCH)[0])
-        return [r if isinstance(r, dict) else prediction_row(r, next(probs), self.classes, top_k, threshold)
-                for r in out]
+        return Predictions([r if isinstance(r, dict) else prediction_row(r, next(probs), self.classes, top_k, threshold)
+                            for r in out], self.name)
 
     def heatmap_overlay(self, image, cam: np.ndarray, alpha: float = 0.45):
         """The preprocessed photo (or ``Analysis.pixels``) with ``cam`` overlaid as a colour map."""

@@ -105,6 +105,14 @@ class RunConfig:
         """``run_dir/config.json``, atomically and durably."""
         return write_json(Path(run_dir) / CONFIG, self.to_dict())
 
+    def __getitem__(self, key: str):
+        """``config["train"]``: the dict view 0.1.0 code reads (transferlab itself asks the
+        properties below)."""
+        return self.to_dict()[key]
+
+    def get(self, key: str, default=None):
+        return self.to_dict().get(key, default)
+
     # ------------------------------------------------------------------ what consumers ask
     @property
     def input_size(self) -> int | None:

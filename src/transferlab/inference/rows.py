@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..display import Table, card, one_line
+
 DEFAULT_TOP_K = 5  # classify and predict alike
 UNSURE = "unsure"
 
@@ -71,3 +73,46 @@ def write_csv(rows: list[dict], path: str | Path) -> Path:
     buf = io.StringIO()
     csv.writer(buf).writerows(csv_rows(rows))
     return atomic_write(path, lambda p: p.write_text(buf.getvalue(), encoding="utf-8"))
+
+
+class Predictions(Table):
+    """The rows of one ``predict`` call: still a list of row dicts (the CLI, CSV and web app read
+    them as such), with a one-line repr, a card of thumbnails in a notebook and a figure."""
+
+    def __init__(self, rows=(), model: str | None = None):
+        super().__init__(rows, name="Predictions")
+        self.model = model
+
+    @property
+    def labels(self) -> list[str | None]:
+        return [r["label"] for r in self]
+
+    def unsure(self) -> Predictions:
+        """The rows whose answer is "unsure" (top-1 below the model's threshold)."""
+        return Predictions([r for r in self if r["status"] == UNSURE], self.model)
+
+    def errors(self) -> Predictions:
+        return Predictions([r for r in self if r["status"] == "error"], self.model)
+
+    def _counts(self) -> dict:
+        return {s: sum(r["status"] == s for r in self) for s in ("ok", UNSURE, "error")}
+
+    def __repr__(self) -> str:
+        c = self._counts()
+        return one_line("Predictions", {"model": self.model, "n": len(self), "ok": c["ok"],
+                                        "unsure": c[UNSURE] or None, "errors": c["error"] or None})
+
+    def _titles(self) -> list[str]:
+        return [f"{r['label']} ({r['score']:.2f})" if r["score"] is not None else f"error: {r.get('error', '')}"[:40]
+                for r in self]
+
+    def _repr_html_(self) -> str:
+        shown = [r for r in self if r["path"]][:12]
+        return card(repr(self), {}, [r["path"] for r in shown], self._titles()[:len(shown)], size=120)
+
+    def plot(self, k: int = 12, out: str | Path | None = None):
+        """The first ``k`` photos (given as files) titled with their answer and score."""
+        from ..report.figures import show
+
+        rows = [(r, t) for r, t in zip(self, self._titles(), strict=True) if r["path"]][:k]
+        return show([r["path"] for r, _ in rows], [t for _, t in rows], out=out)

@@ -16,15 +16,16 @@ import torch
 from ..data.geometry import DataConfig
 from ..data.loader import as_image_list, image_array, is_path
 from ..data.pil import as_rgb
+from ..display import card, one_line, percent
 from ..errors import ImageError
 from ..models.classifier import Backbone, ImageClassifier
 from ..models.labels import resolve_class
 from .base import PixelPredictor
 from .config import RunConfig
-from .rows import DEFAULT_TOP_K, prediction_row, rows_for_paths
+from .rows import DEFAULT_TOP_K, Predictions, prediction_row, rows_for_paths
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Run(PixelPredictor):
     """A classifier: backbone + head + its class names. ``path`` and ``config`` are None for a
     bare backbone."""
@@ -87,6 +88,32 @@ class Run(PixelPredictor):
         return {"kind": "torch", "backbone": self.backbone.name, "source": self.name,
                 "weights_source": self.backbone.source, "input_size": self.data_config.input_size, "cam": True}
 
+    # ------------------------------------------------------------------ how it shows itself
+    def summary(self) -> dict:
+        """The headline facts of the run: what a repr and a card show."""
+        m, cfg = self.metrics, self.config
+        return {"name": self.name, "mode": self.mode or "imagenet", "backbone": self.backbone.name,
+                "classes": len(self.classes), "val_accuracy": m.get("val_accuracy"),
+                "train_accuracy": m.get("train_accuracy"),
+                "ece": ((m.get("calibration") or {}).get("ece_after")),
+                "threshold": cfg.threshold if cfg else None, "seconds": m.get("seconds")}
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        where = {"path": s["name"]} if self.path else {}
+        return one_line("Run", {**where, "mode": s["mode"], "backbone": s["backbone"], "classes": s["classes"],
+                                "val_accuracy": s["val_accuracy"], "threshold": s["threshold"]})
+
+    def _repr_html_(self) -> str:
+        s = self.summary()
+        fields = {"mode": s["mode"], "backbone": s["backbone"], "classes": s["classes"],
+                  "validation accuracy": percent(s["val_accuracy"]), "train accuracy": percent(s["train_accuracy"]),
+                  "ECE after calibration": percent(s["ece"]), "unsure below": s["threshold"],
+                  "training time": None if s["seconds"] is None else f"{s['seconds']:.1f} s"}
+        figs = [self.path / f for f in ("confusion.png", "reliability.png", "curves.png")] if self.path else []
+        figs = [f for f in figs if f.is_file()]
+        return card(f"Run {s['name']}", fields, figs, [f.stem for f in figs])
+
     def class_index(self, query: str) -> int:
         """Index of a class by (fuzzy) name; see :func:`transferlab.models.labels.resolve_class`."""
         return resolve_class(query, self.classes, self.synonyms)
@@ -140,7 +167,7 @@ class Run(PixelPredictor):
         return logits.softmax(-1).numpy(), feats.skipped
 
     def predict(self, images, top_k: int = DEFAULT_TOP_K, tta: str | None = None,
-                threshold: float | None = None, batch_size: int = 32) -> list[dict]:
+                threshold: float | None = None, batch_size: int = 32) -> Predictions:
         """Top-k rows per image (:mod:`transferlab.inference.rows`) for paths, PIL images or uint8
         HxWx3 arrays (``path`` is None for in-memory images). A missing file raises ImageError; an
         unreadable one gets an ``error`` row so one bad photo does not hide the others.
@@ -149,13 +176,14 @@ class Run(PixelPredictor):
         threshold = self.threshold if threshold is None else threshold
         if not all(is_path(i) for i in items):
             probs = self.predict_proba(items, batch_size=batch_size, tta=tta)
-            return [prediction_row(str(i) if is_path(i) else None, p, self.classes, top_k, threshold)
-                    for i, p in zip(items, probs, strict=True)]
+            return Predictions([prediction_row(str(i) if is_path(i) else None, p, self.classes, top_k, threshold)
+                                for i, p in zip(items, probs, strict=True)], self.name)
         for p in items:  # a typo in a path is a user error, not a skipped photo
             if not Path(p).is_file():
                 image_array(p, self.data_config)  # raises ImageError: not found / a directory
         probs, skipped = self.predict_proba_paths(items, batch_size=batch_size, tta=tta)
-        return rows_for_paths([str(p) for p in items], probs, dict(skipped), self.classes, top_k, threshold)
+        rows = rows_for_paths([str(p) for p in items], probs, dict(skipped), self.classes, top_k, threshold)
+        return Predictions(rows, self.name)
 
     # ------------------------------------------------------------------ one photo (PixelPredictor)
     def preprocess(self, image) -> np.ndarray:

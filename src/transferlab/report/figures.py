@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # a notebook keeps its inline backend; elsewhere never a GUI window
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from .._io import atomic_write
 
@@ -23,7 +26,14 @@ def save_figure(fig, path: str | Path, dpi: int = 110, tight: bool = True) -> Pa
     return path
 
 
-def confusion_figure(confusion, classes: list[str], path: str | Path, title: str = "Confusion matrix") -> Path:
+def _done(fig: Figure) -> Figure:
+    """Detach a finished figure from pyplot: it is returned (a notebook shows the returned
+    figure once, not again at the end of the cell) and saved only when asked."""
+    plt.close(fig)
+    return fig
+
+
+def plot_confusion(confusion, classes: list[str], title: str = "Confusion matrix") -> Figure:
     from sklearn.metrics import ConfusionMatrixDisplay
 
     cm = np.asarray(confusion)
@@ -38,10 +48,15 @@ def confusion_figure(confusion, classes: list[str], path: str | Path, title: str
     if n > 15:
         for t in ax.texts:
             t.set_fontsize(6)
-    return save_figure(fig, path)
+    return _done(fig)
 
 
-def top_losses_figure(items: list[dict], path: str | Path, data_config, max_items: int = 16) -> Path:
+def confusion_figure(confusion, classes: list[str], path: str | Path, title: str = "Confusion matrix") -> Path:
+    """:func:`plot_confusion`, saved to ``path``."""
+    return save_figure(plot_confusion(confusion=confusion, classes=classes, title=title), path)
+
+
+def plot_top_losses(items: list[dict], data_config, max_items: int = 16) -> Figure:
     """Grid of the most confidently wrong images: ``items`` have path, true, pred, prob, loss."""
     from ..data.loader import decode
 
@@ -58,10 +73,15 @@ def top_losses_figure(items: list[dict], path: str | Path, data_config, max_item
     if not items:
         fig.text(0.5, 0.5, "no misclassified images", ha="center")
     fig.suptitle("Top losses (most confidently wrong)")
-    return save_figure(fig, path)
+    return _done(fig)
 
 
-def curves_figure(history: list[dict], path: str | Path, best_epoch: int | None = None) -> Path:
+def top_losses_figure(items: list[dict], path: str | Path, data_config, max_items: int = 16) -> Path:
+    """:func:`plot_top_losses`, saved to ``path``."""
+    return save_figure(plot_top_losses(items=items, data_config=data_config, max_items=max_items), path)
+
+
+def plot_curves(history: list[dict], best_epoch: int | None = None) -> Figure:
     """Loss and accuracy per epoch, train vs val. ``history`` rows: epoch, train_loss, val_loss,
     train_acc, val_acc (missing keys are skipped). ``best_epoch``: the epoch the run kept,
     marked with a dashed line (the weights are that epoch's, not the last one's)."""
@@ -80,10 +100,15 @@ def curves_figure(history: list[dict], path: str | Path, best_epoch: int | None 
         ax.grid(alpha=0.3)
     a1.set_title("loss")
     a2.set_title("accuracy")
-    return save_figure(fig, path)
+    return _done(fig)
 
 
-def robustness_figure(r: dict, path: str | Path) -> Path:
+def curves_figure(history: list[dict], path: str | Path, best_epoch: int | None = None) -> Path:
+    """:func:`plot_curves`, saved to ``path``."""
+    return save_figure(plot_curves(history=history, best_epoch=best_epoch), path)
+
+
+def plot_robustness(r: dict) -> Figure:
     """Accuracy vs epsilon (in 8-bit levels for L-inf)."""
     linf = r["norm"] == "linf"
     xs = [e * 255 for e in r["eps"]] if linf else r["eps"]
@@ -99,10 +124,15 @@ def robustness_figure(r: dict, path: str | Path) -> Path:
     name = Path(r["run"]).name
     ax.set_title(f"{name}: {r['method']} ({r['steps']} steps), n = {r['images']}", fontsize=9)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return _done(fig)
 
 
-def reliability_figure(curves: dict[str, dict], path: str | Path, title: str = "Reliability") -> Path:
+def robustness_figure(r: dict, path: str | Path) -> Path:
+    """:func:`plot_robustness`, saved to ``path``."""
+    return save_figure(plot_robustness(r=r), path)
+
+
+def plot_reliability(curves: dict[str, dict], title: str = "Reliability") -> Figure:
     """Reliability diagram: accuracy vs mean confidence per confidence bin, one panel per curve
     (e.g. ``{"before": ..., "after T=1.6": ...}``, each from
     :func:`transferlab.evaluation.calibration.reliability`); the gap to the diagonal is shaded and
@@ -128,11 +158,16 @@ def reliability_figure(curves: dict[str, dict], path: str | Path, title: str = "
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return _done(fig)
 
 
-def contact_sheet_figure(items: list[dict], path: str | Path, data_config, cols: int = 6,
-                         title: str = "Suspected label errors") -> Path:
+def reliability_figure(curves: dict[str, dict], path: str | Path, title: str = "Reliability") -> Path:
+    """:func:`plot_reliability`, saved to ``path``."""
+    return save_figure(plot_reliability(curves=curves, title=title), path)
+
+
+def plot_contact_sheet(items: list[dict], data_config, cols: int = 6,
+                         title: str = "Suspected label errors") -> Figure:
     """Grid of photos with their given and suggested labels: ``items`` have path, rank, given,
     suggested, score (lower = more suspect) and optionally p_given / p_suggested and confident
     (flagged by confident learning, marked on the sheet)."""
@@ -152,7 +187,13 @@ def contact_sheet_figure(items: list[dict], path: str | Path, data_config, cols:
         fig.text(0.5, 0.5, "no suspected label errors", ha="center")
     fig.suptitle(title)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return _done(fig)
+
+
+def contact_sheet_figure(items: list[dict], path: str | Path, data_config, cols: int = 6,
+                         title: str = "Suspected label errors") -> Path:
+    """:func:`plot_contact_sheet`, saved to ``path``."""
+    return save_figure(plot_contact_sheet(items=items, data_config=data_config, cols=cols, title=title), path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,8 +208,8 @@ def _top_bars(ax, probs: np.ndarray, classes: list[str], highlight: str, k: int 
     ax.tick_params(labelsize=8)
 
 
-def attack_figure(images: dict[str, np.ndarray], probs: dict[str, np.ndarray], classes: list[str],
-                  result: dict, path: str | Path) -> Path:
+def plot_attack(images: dict[str, np.ndarray], probs: dict[str, np.ndarray], classes: list[str],
+                  result: dict) -> Figure:
     """original | perturbation (amplified, scale printed) | adversarial, each with top-3 bars.
 
     ``images`` and ``probs``: keys ``original``, ``perturbation`` (already amplified), and
@@ -194,11 +235,17 @@ def attack_figure(images: dict[str, np.ndarray], probs: dict[str, np.ndarray], c
     goal = f"targeted → {r['target']}" if r["targeted"] else "untargeted"
     fig.suptitle(f"{r['model']}: {goal}", fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return _done(fig)
 
 
-def dream_comparison_figure(images: list[np.ndarray], results: list[dict], path: str | Path,
-                            titles: list[str] | None = None) -> Path:
+def attack_figure(images: dict[str, np.ndarray], probs: dict[str, np.ndarray], classes: list[str],
+                  result: dict, path: str | Path) -> Path:
+    """:func:`plot_attack`, saved to ``path``."""
+    return save_figure(plot_attack(images=images, probs=probs, classes=classes, result=result), path)
+
+
+def plot_dream_comparison(images: list[np.ndarray], results: list[dict],
+                            titles: list[str] | None = None) -> Figure:
     """Dreams side by side, each titled with its own-model (and check-model) probability.
     ``results``: :meth:`transferlab.explain.dream.DreamResult.to_dict` of each image."""
     fig, axes = plt.subplots(1, len(images), figsize=(3.6 * len(images), 4.1))
@@ -212,7 +259,13 @@ def dream_comparison_figure(images: list[np.ndarray], results: list[dict], path:
             sub += f"\n{Path(c['backbone']).name}: {c['top'][0][0]} {c['top'][0][1]:.2f}"
         ax.set_title(f"{t}\n{sub}", fontsize=9)
     fig.suptitle(f"ideal '{results[0]['target']}'")
-    return save_figure(fig, path)
+    return _done(fig)
+
+
+def dream_comparison_figure(images: list[np.ndarray], results: list[dict], path: str | Path,
+                            titles: list[str] | None = None) -> Path:
+    """:func:`plot_dream_comparison`, saved to ``path``."""
+    return save_figure(plot_dream_comparison(images=images, results=results, titles=titles), path)
 
 
 FEATUREMAPS_DPI = 100
@@ -229,8 +282,8 @@ def _unit_upsampled(m: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(up)
 
 
-def featuremaps_figure(image: np.ndarray, activations: np.ndarray, channels: list[int], path: str | Path,
-                       layer: str, title: str = "") -> Path:
+def plot_featuremaps(image: np.ndarray, activations: np.ndarray, channels: list[int],
+                       layer: str, title: str = "") -> Figure:
     """Left: ``image`` ([S, S, 3] in [0, 1], what the model saw) with the channel mean of
     |``activations``| ([C, h, w] of ``layer``) as a heat map. Right: a 4x4 grid of the first 16
     ``channels`` (most active first), each a heat map over a grey thumbnail of the photo."""
@@ -253,4 +306,37 @@ def featuremaps_figure(image: np.ndarray, activations: np.ndarray, channels: lis
     c, h, w = activations.shape
     fig.suptitle(title or f"feature maps of {layer} ({c} channels, {h}x{w}); most active channels right",
                  fontsize=13)
+    return _done(fig)
+
+
+def featuremaps_figure(image: np.ndarray, activations: np.ndarray, channels: list[int], path: str | Path,
+                       layer: str, title: str = "") -> Path:
+    """:func:`plot_featuremaps`, saved to ``path``."""
+    fig = plot_featuremaps(image=image, activations=activations, channels=channels, layer=layer, title=title)
     return save_figure(fig, path, dpi=FEATUREMAPS_DPI, tight=False)
+
+
+def show(images, titles=None, cols: int = 4, size: float = 3.0, out: str | Path | None = None) -> Figure:
+    """A grid of images with titles, returned as a figure (shown inline in a notebook; saved to
+    ``out`` when given). ``images``: paths, PIL images or HxWx3 arrays (uint8, or floats in [0, 1])."""
+    from PIL import Image
+
+    images = list(images)
+    titles = list(titles) if titles is not None else [Path(i).name if isinstance(i, (str, Path)) else ""
+                                                        for i in images]
+    cols = max(1, min(cols, len(images)))
+    rows = max(1, -(-len(images) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * (size + 0.35)), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, im, t in zip(axes.ravel(), images, titles):
+        if isinstance(im, (str, Path)):
+            with Image.open(im) as f:
+                f.draft("RGB", (512, 512))
+                im = np.asarray(f.convert("RGB"))
+        ax.imshow(np.asarray(im))
+        ax.set_title(str(t), fontsize=9)
+    fig.tight_layout()
+    if out is not None:
+        save_figure(fig, out)
+    return _done(fig)
