@@ -4,7 +4,9 @@ a *bar factory*.
 A bar factory is ``bar(description, total)`` -> a context manager yielding
 ``advance(n=1, info=None)``. ``progress`` may be
 
-- ``True``: a rich bar on stderr when stderr is a terminal, nothing otherwise (the default);
+- ``True`` (the default): a rich bar on stderr when stderr is a terminal; in a Jupyter notebook a
+  notebook bar (tqdm's, a widget when ipywidgets is installed); nothing otherwise, and nothing
+  when ``CI`` is set or ``TRANSFERLAB_PROGRESS=0`` (logs stay readable);
 - ``False`` / ``None``: nothing;
 - a bar factory of your own (a GUI, a logger, a test recording the calls).
 
@@ -13,6 +15,7 @@ Library code never prints otherwise; there is no module-level switch.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -57,12 +60,38 @@ def rich_bar(description: str, total: int | None):
         yield advance
 
 
+@contextmanager
+def notebook_bar(description: str, total: int | None):
+    """A bar in a Jupyter notebook's output (tqdm.auto: a widget with ipywidgets, else text)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=description, leave=True) as bar:
+
+        def advance(n: int = 1, info: str | None = None) -> None:
+            bar.update(n)
+            if info is not None:
+                bar.set_postfix_str(info, refresh=False)
+
+        yield advance
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (IPython's ZMQ shell), whose stderr is not a terminal."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def resolve(progress) -> Bar:
     """The bar factory ``progress`` means (see the module docstring)."""
     if progress is None or progress is False:
         return null_bar
     if progress is True:
-        return rich_bar if sys.stderr.isatty() else null_bar
+        if os.environ.get("CI") or os.environ.get("TRANSFERLAB_PROGRESS") == "0":
+            return null_bar
+        if sys.stderr.isatty():
+            return rich_bar
+        return notebook_bar if in_notebook() else null_bar
     if callable(progress):
         return progress
     raise TypeError(f"progress must be True, False or a bar factory, not {type(progress).__name__}")

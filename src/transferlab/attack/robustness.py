@@ -24,6 +24,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from ..display import card, one_line
 from ..errors import DataError, UnknownClass
 from ..options import AT_LEAST_ONE, Choice, Interval, Options, Rule, check
 from .budget import AttackSpec, eps_label
@@ -151,9 +152,31 @@ def _attack_all(run, paths: list[str], y_sel: torch.Tensor, o: RobustnessOptions
     return correct, n_ok, skipped
 
 
+class RobustnessResult(dict):
+    """:func:`robustness`'s JSON dict, which shows itself: accuracy at each budget in the repr, the
+    curve as :meth:`plot`."""
+
+    def __repr__(self) -> str:
+        curve = ", ".join(f"{lab}: {a:.0%}" for lab, a in zip(self["eps_labels"], self["accuracy"], strict=True))
+        return one_line("Robustness", {"model": self["run"], "method": self["method"], "images": self["images"],
+                                       "accuracy": curve})
+
+    def plot(self, out: str | Path | None = None):
+        from ..report.figures import plot_robustness, save_figure
+
+        fig = plot_robustness(self)
+        if out is not None:
+            save_figure(fig, out)
+        return fig
+
+    def _repr_html_(self) -> str:
+        rows = {f"ε = {lab}": f"{a:.1%}" for lab, a in zip(self["eps_labels"], self["accuracy"], strict=True)}
+        return card(f"Robustness of {self['run']} ({self['method']}, {self['images']} images)", rows)
+
+
 def _result(run, data, ds, o: RobustnessOptions, c: dict) -> dict:
     n_ok, fgsm = c["n_ok"], o.method == "fgsm"
-    return {
+    return RobustnessResult({
         "run": run.name, "data": str(data), "split": ds.split, "method": o.method,
         "norm": "l2" if o.method == "pgd-l2" else "linf", "steps": 1 if fgsm else o.steps, "seed": o.seed,
         "early_stop_margin": None if fgsm else o.early_stop, "images": n_ok, "selected": c["selected"],
@@ -163,7 +186,7 @@ def _result(run, data, ds, o: RobustnessOptions, c: dict) -> dict:
         "accuracy": [c["correct"][e] / n_ok for e in o.eps],
         "seconds": round(c["seconds"], 1), "seconds_per_image": round(c["seconds"] / max(n_ok, 1), 3),
         "skipped": c["skipped"],
-    }
+    })
 
 
 def _write(result: dict, out) -> dict:

@@ -18,6 +18,7 @@ import torch
 
 from ..data.images import save_png
 from ..data.loader import load_image, to_uint8
+from ..display import card, one_line
 from ..errors import UnknownClass
 from ..options import OptionError
 from .budget import AttackSpec, distortion, eps_label
@@ -46,7 +47,7 @@ class _Outcome:
 
 def attack_image(image: str | Path, model="efficientnet_lite0", *, target: str | None = None,
                  out: str | Path | None = None, figure: str | Path | bool | None = True, progress=False,
-                 **attack) -> dict:
+                 **attack) -> AttackResult:
     """Attack one photo; ``model`` is a backbone name, a run directory or a :class:`Run`.
 
     ``attack``: ``method`` (default pgd), ``eps`` (default: the method's), ``steps``,
@@ -67,10 +68,15 @@ def attack_image(image: str | Path, model="efficientnet_lite0", *, target: str |
     if out is not None:
         o.png = save_png(to_uint8(o.xq[0]), out)
         o.probs1 = run.predict_proba([o.png])[0]  # the saved file, read back as any photo: what we report
-    result = _attack_result(run, image, spec, o, target is not None)
+    result = AttackResult(_attack_result(run, image, spec, o, target is not None))
+    result.panels, result.panel_probs, result.amplification = _panels(net, o)
+    result.classes = run.classes
+    result.images = {k: (np.clip(result.panels[k], 0, 1) * 255 + 0.5).astype(np.uint8)
+                     for k in ("original", "adversarial")}
     if figure and o.png is not None:
         fig_path = Path(figure) if isinstance(figure, (str, Path)) else o.png.with_suffix(".figure.png")
-        result["figure"] = str(_figure(net, o, run.classes, result, fig_path))
+        result.plot(out=fig_path)
+        result["figure"] = str(fig_path)
     return result
 
 
@@ -86,6 +92,42 @@ def _attack_one(run, net: AttackNet, x: torch.Tensor, target: str | None, spec: 
     return _Outcome(x, res.x_adv.cpu(), logits0.softmax(1)[0].cpu().numpy(),
                     res.logits_adv.softmax(1)[0].cpu().numpy(), orig, tgt, res.refined > 0,
                     time.perf_counter() - t0)
+
+
+class AttackResult(dict):
+    """The result of :func:`attack_image`: the JSON dict the CLI prints (``--json``), which shows
+    itself in a notebook: a one-line repr, a card with the original and adversarial images, and
+    :meth:`plot` (original | amplified perturbation | adversarial with each one's top-3)."""
+
+    images: dict  # "original", "adversarial": [S, S, 3] uint8 (what the card shows)
+    panels: dict  # the three panels of :meth:`plot`, [S, S, 3] floats in [0, 1]
+    panel_probs: dict
+    amplification: float
+    classes: list[str]
+
+    def __repr__(self) -> str:
+        goal = self["target"] if self["targeted"] else "untargeted"
+        return one_line("AttackResult", {"method": self["method"], "eps": self["eps_label"], "goal": goal,
+                                         "success": self["success"], "original": self["original"]["class"],
+                                         "adversarial": self["adversarial"]["class"], "linf_255": self["linf_255"]})
+
+    def _repr_html_(self) -> str:
+        o, a = self["original"], self["adversarial"]
+        psnr = None if self["psnr_db"] is None else f"{self['psnr_db']:.1f} dB"
+        fields = {"model": self["model"], "method": f"{self['method']}, ε = {self['eps_label']}, {self['steps']} steps",
+                  "goal": self["target"] if self["targeted"] else "untargeted", "success": self["success"],
+                  "L∞": f"{self['linf_255']:.1f}/255", "PSNR": psnr}
+        ims = self.images
+        return card(f"Attack on {Path(self['image']).name}", fields, [ims["original"], ims["adversarial"]],
+                    [f"{o['class']} ({o['prob']:.2f})", f"{a['class']} ({a['prob']:.2f})"])
+
+    def plot(self, out: str | Path | None = None):
+        from ..report.figures import plot_attack, save_figure
+
+        fig = plot_attack(self.panels, self.panel_probs, self.classes, {**self, "amplification": self.amplification})
+        if out is not None:
+            save_figure(fig, out)
+        return fig
 
 
 def _attack_result(run, image, spec: AttackSpec, o: _Outcome, targeted: bool) -> dict:
@@ -139,11 +181,9 @@ def transfer(png: str | Path | None, original: str | Path, spec: str, target_nam
     return out
 
 
-def _figure(net: AttackNet, o: _Outcome, classes: list[str], result: dict, path: Path) -> Path:
+def _panels(net: AttackNet, o: _Outcome) -> tuple[dict, dict, float]:
     """original | perturbation (amplified so its largest change is half the range, and scored
-    by the model on its own) | adversarial, as plain arrays for :func:`attack_figure`."""
-    from ..report.figures import attack_figure
-
+    by the model on its own) | adversarial: ([S, S, 3] floats, their probabilities, the factor)."""
     delta = (o.xq - o.x)[0].cpu()
     top = float(delta.abs().max())
     amp = 0.5 / top if top > 0 else 0.0  # 0 for an unchanged image
@@ -155,4 +195,4 @@ def _figure(net: AttackNet, o: _Outcome, classes: list[str], result: dict, path:
 
     images = {"original": hwc(o.x[0]), "perturbation": hwc(pert), "adversarial": hwc(o.xq[0])}
     probs = {"original": o.probs0, "perturbation": pert_probs, "adversarial": o.probs1}
-    return attack_figure(images, probs, classes, {**result, "amplification": amp}, path)
+    return images, probs, amp

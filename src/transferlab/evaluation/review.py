@@ -33,6 +33,7 @@ import numpy as np
 
 from .._io import atomic_write, check_writable, ensure_outside, write_json
 from ..data.datasets import ImageDataset, load_dataset
+from ..display import Table, card, one_line, percent
 from ..errors import DataError
 from ..options import FOLDS, NON_NEGATIVE, Interval, Options, Rule
 from ..probe import clamp_folds, cross_val_logits
@@ -95,6 +96,39 @@ def rank_suspects(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndar
     return order, suggested, margin[order], flagged[order]
 
 
+class ReviewResult(dict):
+    """:func:`review`'s JSON dict (summary + ranked ``suspects``), which shows itself: a one-line
+    repr, a card with the first suspects, :meth:`plot` for the contact sheet."""
+
+    data_config: object = None
+
+    @property
+    def suspects(self) -> Table:
+        return Table(self["suspects"], name="suspected label errors")
+
+    def __repr__(self) -> str:
+        return one_line("Review", {"model": self["run"], "images": self["images"], "issues": self["issues_found"],
+                                   "suspects": self["suspects_found"], "cv_accuracy": self["cv_accuracy"]})
+
+    def _repr_html_(self) -> str:
+        top = self["suspects"][:6]
+        fields = {"model": self["run"], "images": self["images"], "cv accuracy": percent(self["cv_accuracy"]),
+                  "confident issues": self["issues_found"], "suspects": self["suspects_found"]}
+        return card("Review", fields, [r["path"] for r in top],
+                    [f"#{r['rank']} {r['given']} → {r['suggested']}" for r in top], size=120)
+
+    def plot(self, k: int = 24, out: str | Path | None = None):
+        """The contact sheet of the ``k`` most suspect photos."""
+        from ..report.figures import plot_contact_sheet, save_figure
+
+        fig = plot_contact_sheet(self["suspects"][:k], _sheet_config(self.data_config),
+                                 title=f"Top {min(k, len(self['suspects']))} suspected label errors "
+                                       f"of {self['suspects_found']} (score = p(given) - max p(other))")
+        if out is not None:
+            save_figure(fig, out)
+        return fig
+
+
 def review(run, data, out: str | Path | None = None, options: ReviewOptions | None = None, *,
            progress=True) -> dict:
     """Suspected label errors in ``data`` with ``run``'s backbone (its features; the run's head is
@@ -118,16 +152,17 @@ def review(run, data, out: str | Path | None = None, options: ReviewOptions | No
                  "score": float(m), "p_given": float(probs[i, y[i]]), "p_suggested": float(probs[i, s]),
                  "confident": bool(f)}
                 for r, (i, s, m, f) in enumerate(zip(order, suggested, margin, flagged, strict=True))]
-    result = {"run": run.name, "data": ds.root, "split": ds.split, "images": int(ok.sum()),
+    result = ReviewResult({"run": run.name, "data": ds.root, "split": ds.split, "images": int(ok.sum()),
               "classes": ds.classes, "suspects_found": len(suspects), "issues_found": int(flagged.sum()),
               "cv_accuracy": float((probs.argmax(1) == y).mean()), "C": c, "temperature": t,
               "method": "confident learning (off-diagonal confident joint) on temperature-scaled out-of-fold "
                         "probabilities, plus every photo the model puts in another class; ranked by "
                         "p(given) - max p(other)",
               "options": asdict(o), "skipped": len(skipped),
-              "skipped_files": [{"path": p, "reason": r} for p, r in skipped], "suspects": suspects}
+              "skipped_files": [{"path": p, "reason": r} for p, r in skipped], "suspects": suspects})
+    result.data_config = run.data_config
     if out is not None:
-        result["files"] = _write(Path(out), result, run, o.top)
+        result["files"] = _write(Path(out), result, o.top)
     return result
 
 
@@ -149,9 +184,7 @@ def _features(run, ds: ImageDataset, progress) -> tuple[np.ndarray, np.ndarray, 
     return f.features, f.ok, f.skipped
 
 
-def _write(out: Path, result: dict, run, top: int) -> list[str]:
-    from ..report.figures import contact_sheet_figure
-
+def _write(out: Path, result: ReviewResult, top: int) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     cols = ["rank", "path", "given", "suggested", "score", "p_given", "p_suggested", "confident"]
@@ -160,17 +193,14 @@ def _write(out: Path, result: dict, run, top: int) -> list[str]:
     w.writerows(result["suspects"])
     text = buf.getvalue()
     atomic_write(out / "review.csv", lambda p: p.write_text(text, encoding="utf-8"))
-    sheet = contact_sheet_figure(result["suspects"][:top], out / "contact_sheet.png", _sheet_config(run),
-                                 title=f"Top {min(top, len(result['suspects']))} suspected label errors "
-                                       f"of {result['suspects_found']} (score = p(given) - max p(other))")
-    files = [str(out / "review.json"), str(out / "review.csv"), str(sheet)]
+    result.plot(top, out=out / "contact_sheet.png")
+    files = [str(out / "review.json"), str(out / "review.csv"), str(out / "contact_sheet.png")]
     write_json(out / "review.json", {**result, "files": files})
     return files
 
 
-def _sheet_config(run):
+def _sheet_config(dc):
     """Thumbnails at 224 px whatever the model's input size (a 24-photo sheet stays small)."""
     from ..data.geometry import DataConfig
 
-    dc = run.data_config
     return DataConfig.from_crop_pct(224, dc.input_size / dc.resize_size, interpolation="bilinear")

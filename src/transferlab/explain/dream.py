@@ -34,6 +34,7 @@ from torch import nn
 
 from ..data.images import save_png
 from ..data.loader import load_image, to_uint8
+from ..display import card, one_line
 from ..errors import TransferlabError
 from ..options import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Choice, Interval, OptionError, Options, Rule
 
@@ -161,7 +162,7 @@ def class_objective(logits: torch.Tensor, target: torch.Tensor, kind: str) -> to
 # --------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(repr=False)
 class DreamResult:
     """The saved 8-bit image and how the model (and optionally a second one) scores it."""
 
@@ -188,6 +189,31 @@ class DreamResult:
             "check": self.check, "seconds": round(self.seconds, 2), "settings": self.settings,
             **self.paths,
         }
+
+    def __repr__(self) -> str:
+        check = None
+        if self.check:
+            check = f"{Path(self.check['backbone']).name}: {self.check['top'][0][0]} {self.check['top'][0][1]:.2f}"
+        return one_line("DreamResult", {"target": self.target, "method": self.method, "prob": self.prob,
+                                        "steps": self.steps, "model": self.model, "check": check})
+
+    def _repr_html_(self) -> str:
+        fields = {"target": self.target, "model": self.model, "method": f"{self.method}, {self.steps} steps",
+                  "p(target)": f"{self.prob:.3f}", "top-3": ", ".join(f"{c} {p:.2f}" for c, p in self.top[:3]),
+                  "second model": self.check and f"{self.check['backbone']}: "
+                                                 f"{self.check['top'][0][0]} {self.check['top'][0][1]:.2f}",
+                  "seconds": f"{self.seconds:.1f}"}
+        return card(f"Dream: ideal {self.target}", fields, [*self.snapshots[-3:], self.image],
+                    [*(f"step {i + 1}" for i in range(len(self.snapshots[-3:]))), "final"], size=200)
+
+    def plot(self, out: str | Path | None = None):
+        """The image, titled with its own-model (and check-model) probability."""
+        from ..report.figures import plot_dream_comparison, save_figure
+
+        fig = plot_dream_comparison([self.image], [self.to_dict()], titles=[self.method])
+        if out is not None:
+            save_figure(fig, out)
+        return fig
 
     def save(self, path: str | Path) -> Path:
         p = save_png(self.image, path)

@@ -8,7 +8,7 @@ Works for a bare backbone and for a run (a fine-tuned trunk shows its own, chang
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,9 +82,18 @@ def resolve_layer(names: list[str], layer: str | None) -> str:
 @dataclass
 class FeatureMaps:
     layer: str
-    activations: np.ndarray  # [C, h, w]
-    image: np.ndarray  # [S, S, 3] float in [0, 1]: what the model saw
+    activations: np.ndarray = field(repr=False)  # [C, h, w]
+    image: np.ndarray = field(repr=False)  # [S, S, 3] float in [0, 1]: what the model saw
     top_channels: list[int]  # most active first (by mean activation)
+
+    def plot(self, title: str = "", out: str | Path | None = None):
+        """The photo with the layer's mean response, and the 16 most active channels."""
+        from ..report.figures import FEATUREMAPS_DPI, plot_featuremaps, save_figure
+
+        fig = plot_featuremaps(self.image, self.activations, self.top_channels, self.layer, title)
+        if out is not None:
+            save_figure(fig, out, dpi=FEATUREMAPS_DPI, tight=False)
+        return fig
 
     def to_dict(self) -> dict:
         return {"layer": self.layer, "shape": list(self.activations.shape),

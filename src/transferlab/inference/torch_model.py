@@ -16,7 +16,7 @@ import torch
 from ..data.geometry import DataConfig
 from ..data.loader import as_image_list, image_array, is_path
 from ..data.pil import as_rgb
-from ..display import card, one_line, percent
+from ..display import Table, card, one_line, percent
 from ..errors import ImageError
 from ..models.classifier import Backbone, ImageClassifier
 from ..models.labels import resolve_class
@@ -87,6 +87,15 @@ class Run(PixelPredictor):
     def info(self) -> dict:
         return {"kind": "torch", "backbone": self.backbone.name, "source": self.name,
                 "weights_source": self.backbone.source, "input_size": self.data_config.input_size, "cam": True}
+
+    @property
+    def leaderboard(self) -> Table | None:
+        """An ``auto`` run's search, best first: one row per candidate (view, head, C, CV accuracy
+        and spread, timings, status); None for other runs."""
+        auto = self.config.auto if self.config else None
+        if not auto:
+            return None
+        return Table(auto.get("leaderboard") or [], name=f"Leaderboard ({auto.get('why', '')})"[:120])
 
     # ------------------------------------------------------------------ how it shows itself
     def summary(self) -> dict:
