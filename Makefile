@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision pair known to work together here; override e.g. TORCH="torch torchvision".
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup sysdeps demo test lint bench clean
+.PHONY: setup sysdeps demo test lint bench notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ test: setup sysdeps
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+
+# Re-execute the lesson's notebooks in place (their outputs are the documentation).
+notebooks: setup
+	$(BIN)/python notebooks/run.py
 
 bench: setup
 	$(BIN)/transferlab bench
