@@ -21,7 +21,7 @@ from nbclient import NotebookClient
 HERE = Path(__file__).resolve().parent
 
 
-def execute(path: Path, timeout: int = 900, env: dict | None = None) -> tuple[float, "nbformat.NotebookNode"]:
+def execute(path: Path, timeout: int = 900, env: dict | None = None) -> tuple[float, nbformat.NotebookNode]:
     """Run ``path`` top to bottom: (seconds, the executed notebook). Raises on the first failing cell."""
     nb = nbformat.read(path, as_version=4)
     old = {k: os.environ.get(k) for k in (env or {})}

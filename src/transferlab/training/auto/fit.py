@@ -12,11 +12,12 @@ from ..._io import atomic_write
 from ...errors import DataError
 from ...models.registry import DEFAULT_BACKBONE, create_backbone
 from ...models.views import ViewSpec
+from ...options import OptionError
 from ...probe import cv_linear, fit_linear_probe
 from ...runtime.onnx import lean_sessions
 from ..cv import cv_head, fit_mlp
 from ..job import Fitted, Job
-from ..options import HeadOptions, OptionError
+from ..options import HeadOptions
 from .leaderboard import Candidate, rank_key, to_csv
 from .search import Search
 
