@@ -131,5 +131,5 @@ def test_input_size_is_part_of_the_run(tmp_path, small_pets, small_pets_run):
     assert np.allclose(probs, again.model.head(torch.from_numpy(f160)).softmax(-1).numpy(), atol=1e-5)
     val = json.loads((tmp_path / "r160" / "metrics.json").read_text())["val_accuracy"]
     assert val >= 0.75  # 24 val photos at 160 px; chance 0.5
-    with pytest.raises(TransferlabError, match="input-size"):
+    with pytest.raises(TransferlabError, match="input_size"):
         create_backbone("efficientnet_lite0", input_size=8)

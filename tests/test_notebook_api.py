@@ -1,0 +1,89 @@
+"""The Python API as a notebook sees it: one-line reprs, HTML cards, objects to ask questions of,
+and plots that return matplotlib Figures (real runs on real photos)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+import transferlab as tl
+from transferlab.display import REPR_MAX
+
+
+@pytest.fixture(scope="module")
+def run(small_pets_run):
+    return tl.load_model(small_pets_run)
+
+
+@pytest.fixture(scope="module")
+def ev(run, heldout_pets_csv):
+    return tl.evaluate(run, heldout_pets_csv, progress=False)
+
+
+def _one_line(obj) -> str:
+    text = repr(obj)
+    assert "\n" not in text and len(text) <= REPR_MAX, text
+    return text
+
+
+def test_a_run_shows_itself_in_one_line_and_a_card(run, small_pets_run):
+    text = _one_line(run)
+    assert text.startswith("Run(") and "mode='linear'" in text and "classes=2" in text
+    html = run._repr_html_()
+    assert "efficientnet_lite0" in html and "validation accuracy" in html and "data:image/jpeg;base64," in html
+    # the 0.1.0 dataclass repr printed the whole config and metrics (about 9 KB)
+    assert len(text) < len(str(run.config.to_dict()))
+
+
+def test_an_evaluation_answers_questions(ev, heldout_pets_csv):
+    lines = heldout_pets_csv.read_text().splitlines()[1:]
+    assert ev.n == len(lines) and ev["accuracy"] == ev.accuracy >= 0.9  # still a mapping for old code
+    per = ev.per_class
+    assert {r["class"] for r in per} == {"Cat", "Dog"} and sum(r["support"] for r in per) == ev.n
+    wrong = int((ev.predictions != ev.labels).sum())
+    assert len(ev.top_losses(50)) == wrong and sum(r["count"] for r in ev.most_confused(10)) == wrong
+    losses = [r["loss"] for r in ev.top_losses(50)]
+    assert losses == sorted(losses, reverse=True)
+    assert _one_line(ev).startswith("Evaluation(") and "accuracy" in ev._repr_html_()
+
+
+def test_plots_return_figures_and_save_on_request(ev, tmp_path):
+    for fig in (ev.plot_confusion(), ev.plot_top_losses(4), ev.plot_reliability()):
+        assert isinstance(fig, Figure) and fig.axes
+    out = tmp_path / "confusion.png"
+    assert isinstance(ev.plot_confusion(out=out), Figure) and out.stat().st_size > 1000
+    grid = tl.show([r["path"] for r in ev.top_losses(3)] or [tmp_path / "confusion.png"], out=tmp_path / "g.png")
+    assert isinstance(grid, Figure) and (tmp_path / "g.png").is_file()
+
+
+def test_predictions_are_rows_that_show_themselves(run, petimages, tmp_path):
+    photos = [petimages / "Cat" / "2100.jpg", petimages / "Dog" / "2100.jpg"]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a jpeg")
+    preds = run.predict([*photos, bad], top_k=2)
+    assert isinstance(preds, list) and [r["status"] for r in preds][-1] == "error"  # the CLI's rows
+    assert preds.labels[:2] == ["Cat", "Dog"] and len(preds.errors()) == 1
+    text = _one_line(preds)
+    assert "n=3" in text and "errors=1" in text
+    assert preds._repr_html_().count("<img") == 3 and isinstance(preds.plot(), Figure)
+
+
+def test_results_of_explain_and_attack_show_themselves(sample_images, tmp_path):
+    d = tl.dream("Siamese cat", "efficientnet_lite0", method="plain", steps=8, progress=False)
+    assert _one_line(d).startswith("DreamResult(") and "<img" in d._repr_html_()
+    assert isinstance(d.plot(), Figure)
+    a = tl.attack_image(sample_images["chelsea"], "efficientnet_lite0", target="goldfish", method="pgd",
+                        eps=4 / 255, steps=10)
+    assert _one_line(a).startswith("AttackResult(") and a["success"]
+    assert a["linf_255"] <= 4 + 1e-6 and isinstance(a.plot(), Figure)
+    assert np.abs(a.images["adversarial"].astype(int) - a.images["original"].astype(int)).max() <= 5
+
+
+def test_leaderboard_is_a_table(run):
+    assert run.leaderboard is None  # only auto runs have one
+    from transferlab.display import Table
+
+    t = Table([{"candidate": "a", "cv_accuracy": 0.9}, {"candidate": "b", "cv_accuracy": 0.8}], name="Leaderboard")
+    assert _one_line(t) == "Leaderboard(rows=2, columns=['candidate', 'cv_accuracy'])"
+    assert "<table>" in t._repr_html_() and "0.9" in str(t)
