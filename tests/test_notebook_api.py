@@ -66,7 +66,7 @@ def test_predictions_are_rows_that_show_themselves(run, petimages, tmp_path):
     assert preds.labels[:2] == ["Cat", "Dog"] and len(preds.errors()) == 1
     text = _one_line(preds)
     assert "n=3" in text and "errors=1" in text
-    assert preds._repr_html_().count("<img") == 3 and isinstance(preds.plot(), Figure)
+    assert preds._repr_html_().count("<img") == 2 and isinstance(preds.plot(), Figure)  # the broken file: no thumbnail
 
 
 def test_results_of_explain_and_attack_show_themselves(sample_images, tmp_path):
@@ -76,7 +76,7 @@ def test_results_of_explain_and_attack_show_themselves(sample_images, tmp_path):
     a = tl.attack_image(sample_images["chelsea"], "efficientnet_lite0", target="goldfish", method="pgd",
                         eps=4 / 255, steps=10)
     assert _one_line(a).startswith("AttackResult(") and a["success"]
-    assert a["linf_255"] <= 4 + 1e-6 and isinstance(a.plot(), Figure)
+    assert a["linf_255"] <= 4 + 1e-3 and isinstance(a.plot(), Figure)
     assert np.abs(a.images["adversarial"].astype(int) - a.images["original"].astype(int)).max() <= 5
 
 

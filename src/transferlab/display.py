@@ -62,15 +62,17 @@ def card(title: str, fields: dict, images: Sequence = (), captions: Sequence[str
         f"<figure style='display:inline-block;margin:4px;text-align:center'>"
         f"<img src='{_src(im, size)}' style='max-width:{size}px;max-height:{size}px'/>"
         f"<figcaption style='font-size:80%'>{html.escape(cap)}</figcaption></figure>"
-        for im, cap in zip(images, [*captions, *[""] * len(images)]) if im is not None)
+        for im, cap in zip(images, [*captions, *[""] * len(images)]) if im is not None and _src(im, 8))
     return (f"<div style='border:1px solid #ccc;border-radius:6px;padding:8px;display:inline-block'>"
             f"<b>{html.escape(title)}</b><table>{rows}</table>{thumbs}</div>")
 
 
 def _src(image, size: int) -> str:
-    if isinstance(image, (str, Path)) and not Path(image).is_file():
+    """A thumbnail's data URL, or "" for a file that is missing or not an image (a card never fails)."""
+    try:
+        return thumbnail(image, size)
+    except (OSError, ValueError):
         return ""
-    return thumbnail(image, size)
 
 
 def _fmt(v) -> str:

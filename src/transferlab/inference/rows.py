@@ -107,12 +107,12 @@ class Predictions(Table):
                 for r in self]
 
     def _repr_html_(self) -> str:
-        shown = [r for r in self if r["path"]][:12]
+        shown = [r for r in self if r["path"] and r["status"] != "error"][:12]
         return card(repr(self), {}, [r["path"] for r in shown], self._titles()[:len(shown)], size=120)
 
     def plot(self, k: int = 12, out: str | Path | None = None):
         """The first ``k`` photos (given as files) titled with their answer and score."""
         from ..report.figures import show
 
-        rows = [(r, t) for r, t in zip(self, self._titles(), strict=True) if r["path"]][:k]
+        rows = [(r, t) for r, t in zip(self, self._titles(), strict=True) if r["path"] and r["status"] != "error"][:k]
         return show([r["path"] for r, _ in rows], [t for _, t in rows], out=out)
