@@ -43,6 +43,11 @@ class Settings:
     pending_hours: float = 24.0
     allowed_hosts: list[str] | None = None
     log_level: str = "info"
+    # accounts and transport (see auth.py and the README's "On the shelter's network")
+    session_hours: float = 12.0
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    trusted_proxies: list[str] | None = None  # addresses whose X-Forwarded-For/-Proto are believed
 
     def __post_init__(self) -> None:
         if not 0 < self.max_upload_mb <= 1024:
@@ -51,6 +56,13 @@ class Settings:
             raise ServeError(f"--threshold must be a probability in [0, 1], got {self.threshold}")
         if not 0 < self.duplicate_threshold <= 1:
             raise ServeError(f"duplicate threshold must be in (0, 1], got {self.duplicate_threshold}")
+        if not 0 < self.session_hours <= 24 * 90:
+            raise ServeError(f"--session-hours must be in (0, 2160], got {self.session_hours}")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ServeError("give --certfile and --keyfile together (HTTPS needs both)")
+        for f in (self.certfile, self.keyfile):
+            if f is not None and not Path(f).is_file():
+                raise ServeError(f"no such file: {f}")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -90,6 +102,6 @@ class Settings:
         reach the catalog through DNS rebinding; bound wider, the operator decides."""
         if self.allowed_hosts is not None:
             return self.allowed_hosts
-        if self.host in LOOPBACK:
+        if self.host in LOOPBACK and not self.trusted_proxies:
             return ["127.0.0.1", "localhost", "[::1]", "::1", "testserver"]
         return ["*"]
