@@ -114,9 +114,14 @@ def run_server(settings: Settings) -> None:
     from .auth import check_bind
 
     check_bind(settings)
-    app = create_app(settings)
+    uvicorn.run(create_app(settings), **server_options(settings))
+
+
+def server_options(settings: Settings) -> dict:
+    """uvicorn's options for ``settings``: bind, TLS, and which proxies' X-Forwarded-* to believe
+    (none unless named: a client could otherwise forge its address and the HTTPS flag)."""
     proxies = settings.trusted_proxies or []
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                proxy_headers=bool(proxies), forwarded_allow_ips=",".join(proxies) or None, server_header=False,
-                ssl_certfile=settings.certfile and str(settings.certfile),
-                ssl_keyfile=settings.keyfile and str(settings.keyfile))
+    return {"host": settings.host, "port": settings.port, "log_level": settings.log_level, "server_header": False,
+            "proxy_headers": bool(proxies), "forwarded_allow_ips": ",".join(proxies) or None,
+            "ssl_certfile": str(settings.certfile) if settings.certfile else None,
+            "ssl_keyfile": str(settings.keyfile) if settings.keyfile else None}
