@@ -391,7 +391,7 @@ def test_sixteen_concurrent_saves_make_sixteen_rows(client, petimages, photos):
 def test_sqlite_catalog_is_wal_with_foreign_keys(client, tmp_path):
     con = sqlite3.connect(tmp_path / "catalog.sqlite")
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert con.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert con.execute("SELECT version FROM schema_version").fetchall() == [(2,)]  # 2: accounts (issue 23)
     con.close()
     with client.app.state.svc.catalog.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

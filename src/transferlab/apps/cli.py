@@ -22,6 +22,7 @@ from .. import __version__
 from ..errors import TransferlabError
 from ..options import FOLDS, INPUT_SIZE, NON_NEGATIVE, PORT, PROBABILITY, SIMILARITY, UPLOAD_MB, OptionError
 from ..training.options import Augment, FeatureAug, Mode
+from .catalog_cli import catalog_app, users_app
 
 app = typer.Typer(
     add_completion=False,
@@ -456,16 +457,33 @@ def serve(
     duplicate_threshold: Annotated[float, typer.Option(
         "--duplicate-threshold", help="Cosine similarity from which a photo is flagged as a possible duplicate "
         f"({SIMILARITY}).")] = 0.90,
+    certfile: Annotated[Path | None, typer.Option("--certfile", metavar="PEM", help="Serve HTTPS with this "
+                                                  "certificate (and --keyfile).")] = None,
+    keyfile: Annotated[Path | None, typer.Option("--keyfile", metavar="PEM", help="The certificate's key.")] = None,
+    trusted_proxy: Annotated[list[str] | None, typer.Option(
+        "--trusted-proxy", metavar="IP", help="A reverse proxy whose X-Forwarded-For/-Proto headers are believed "
+                                              "(repeatable).")] = None,
+    session_hours: Annotated[float, typer.Option("--session-hours", min=0.01, help="Login sessions expire "
+                                                 "after this long.")] = 12.0,
 ) -> None:
-    """The shelter's catalog web app: breed from a photo, heat map, duplicates, catalog, CSV export."""
+    """The shelter's catalog web app: breed from a photo, heat map, duplicates, catalog, CSV export.
+    Once `transferlab users add` has made an account, every page and API call needs a login."""
     try:
         from .serve import Settings, run_server
+        from .serve.auth import check_bind
     except ImportError as e:
         raise TransferlabError(f"serve needs the web extras: pip install 'transferlab[serve]' ({e.name} is "
                                "missing)") from None
-    _eprint(f"serving {model} on http://{host}:{port}  (Ctrl-C stops)")
-    run_server(Settings(model=model, db=db, media=media, host=host, port=port, max_upload_mb=max_upload_mb,
-                        threshold=threshold, duplicate_threshold=duplicate_threshold))
+    settings = Settings(model=model, db=db, media=media, host=host, port=port, max_upload_mb=max_upload_mb,
+                        threshold=threshold, duplicate_threshold=duplicate_threshold, certfile=certfile,
+                        keyfile=keyfile, trusted_proxies=trusted_proxy or None, session_hours=session_hours)
+    check_bind(settings)  # before the message: a refused wide bind says only why
+    _eprint(f"serving {model} on http{'s' if certfile else ''}://{host}:{port}  (Ctrl-C stops)")
+    run_server(settings)
+
+
+app.add_typer(users_app, name="users")
+app.add_typer(catalog_app, name="catalog")
 
 
 @app.command()

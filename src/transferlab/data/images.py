@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+from .heif import HEIF_EXTENSIONS, register
+
+register()  # HEIC/HEIF (iPhone photos) and AVIF open like any other photo
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", *HEIF_EXTENSIONS)
 
 # PIL warns above MAX_IMAGE_PIXELS and raises above twice that; we refuse at the warning level
 # (about 89 Mpx, e.g. 10000x8900), far above any real photo a CNN needs.

@@ -10,7 +10,7 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -42,11 +42,19 @@ def create_app(settings: Settings, predictor=None) -> FastAPI:
                   description="Identify a pet's breed from a photo and keep the shelter's catalog.")
     app.state.svc = svc
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    from . import api, pages
+    from . import api, auth, faults, login, pages
+    from .accounts import Accounts
+    from .audit import AuditLog
+    from .users import UserStore
 
-    app.include_router(api.router)
-    app.include_router(pages.router)
+    app.state.accounts = Accounts(UserStore(svc.catalog.engine), AuditLog(svc.catalog.engine))
+    app.include_router(api.router, dependencies=[Depends(auth.authorize)])
+    app.include_router(pages.router, dependencies=[Depends(auth.authorize)])
+    app.include_router(login.public)
+    app.include_router(login.admin)
     _error_handlers(app)
+    faults.install(app)
+    app.add_middleware(auth.AuthGate, users=app.state.accounts.users, settings=settings)
     app.add_middleware(Guard, max_body=settings.max_upload_bytes + 64 * 1024)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
     return app
@@ -98,9 +106,22 @@ def _validation_message(e: RequestValidationError) -> str:
 
 
 def run_server(settings: Settings) -> None:
-    """Serve until interrupted (blocking). Binds ``settings.host`` (127.0.0.1 by default)."""
+    """Serve until interrupted (blocking). Binds ``settings.host`` (127.0.0.1 by default); refuses
+    (ServeError) to bind wider while the catalog has no user account. HTTPS with ``certfile`` and
+    ``keyfile``; X-Forwarded-* headers are believed only from ``trusted_proxies``."""
     import uvicorn
 
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                proxy_headers=False, server_header=False)
+    from .auth import check_bind
+
+    check_bind(settings)
+    uvicorn.run(create_app(settings), **server_options(settings))
+
+
+def server_options(settings: Settings) -> dict:
+    """uvicorn's options for ``settings``: bind, TLS, and which proxies' X-Forwarded-* to believe
+    (none unless named: a client could otherwise forge its address and the HTTPS flag)."""
+    proxies = settings.trusted_proxies or []
+    return {"host": settings.host, "port": settings.port, "log_level": settings.log_level, "server_header": False,
+            "proxy_headers": bool(proxies), "forwarded_allow_ips": ",".join(proxies) or None,
+            "ssl_certfile": str(settings.certfile) if settings.certfile else None,
+            "ssl_keyfile": str(settings.keyfile) if settings.keyfile else None}

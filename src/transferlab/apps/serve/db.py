@@ -10,6 +10,8 @@ rules that keep either one consistent:
   photo file never disappears under a pet that was just saved;
 - the schema is versioned (``schema_version``): a catalog written by a newer transferlab is
   refused rather than misread;
+- every pet created, edited or deleted gets its audit line (:mod:`.schema`) in the same
+  transaction;
 - embeddings are stored (float32 bytes) with the key of the model that made them, so duplicate
   search needs no recomputation and never compares vectors from two different networks.
 """
@@ -33,27 +35,14 @@ from sqlalchemy import (
     event,
     exc,
     func,
-    inspect,
     select,
-    text,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column
+from sqlalchemy.orm import Mapped, Session, defer, mapped_column
 
+from .schema import SCHEMA_VERSION, Base, audit_row, init_schema  # noqa: F401 (SCHEMA_VERSION: re-exported)
 from .settings import ServeError
 from .storage import MediaStore, Photo
-
-SCHEMA_VERSION = 1
-_PG_INIT_LOCK = 0x7472_616E  # advisory lock id: one process creates the schema at a time
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class SchemaVersion(Base):
-    __tablename__ = "schema_version"
-    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
 
 
 class PhotoRow(Base):
@@ -160,27 +149,6 @@ def _sqlite_events(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
 
 
-def init_schema(engine: Engine) -> int:
-    """Create the tables on first use; refuse a catalog from a newer transferlab. Returns the
-    version found (0 for a new catalog)."""
-    with engine.execution_options(write=True).begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_INIT_LOCK})
-        tables = set(inspect(conn).get_table_names())
-        if "schema_version" not in tables:
-            if tables & {"pets", "photos"}:
-                raise ServeError("the database has pets/photos tables but no schema_version: not a transferlab catalog")
-            Base.metadata.create_all(conn)
-            conn.execute(SchemaVersion.__table__.insert().values(version=SCHEMA_VERSION))
-            return 0
-        found = conn.scalar(select(func.max(SchemaVersion.version))) or 0
-        if found > SCHEMA_VERSION:
-            raise ServeError(f"the catalog has schema version {found}, newer than this transferlab understands "
-                             f"({SCHEMA_VERSION}): upgrade transferlab")
-        # Version 1 is the first schema; later versions add their migrations here, in order.
-        return found
-
-
 def _pets_query():
     """Pets with their photo rows, without the embedding blobs (listing needs none of them)."""
     return select(PetRow, PhotoRow).join(PhotoRow).options(defer(PhotoRow.embedding))
@@ -262,6 +230,7 @@ class Catalog:
             row = PetRow(name=name, breed=breed, photo_sha256=sha, created_at=now, updated_at=now)
             s.add(row)
             s.flush()
+            s.add(audit_row("pet.create", f"pet {row.id}", f"{name} ({breed})"))
             return _pet(row, photo)
 
     def get_pet(self, pet_id: int) -> Pet | None:
@@ -292,11 +261,14 @@ class Catalog:
             row = s.scalars(select(PetRow).where(PetRow.id == pet_id).with_for_update()).first()
             if row is None:
                 return None
+            changes = [f"{k}: {old} → {new}" for k, old, new in (("name", row.name, name), ("breed", row.breed, breed))
+                       if new is not None and new != old]
             if name is not None:
                 row.name = name
             if breed is not None:
                 row.breed = breed
             row.updated_at = utcnow()
+            s.add(audit_row("pet.edit", f"pet {row.id}", "; ".join(changes) or "no change"))
             s.flush()
             return _pet(row, s.get(PhotoRow, row.photo_sha256))
 
@@ -307,6 +279,7 @@ class Catalog:
             if row is None:
                 return False
             sha = row.photo_sha256
+            s.add(audit_row("pet.delete", f"pet {row.id}", f"{row.name} ({row.breed})"))
             s.delete(row)
             s.flush()
             photo = self._lock_photo(s, sha)

@@ -49,14 +49,25 @@ class Settings(Options):
     pending_hours: float = 24.0
     allowed_hosts: list[str] | None = None
     log_level: str = "info"
+    # accounts and transport (see auth.py and the README's "On the shelter's network")
+    session_hours: float = 12.0
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    trusted_proxies: list[str] | None = None  # addresses whose X-Forwarded-For/-Proto are believed
 
     constraints: ClassVar[dict[str, Rule]] = {
         "max_upload_mb": UPLOAD_MB, "threshold": Interval(float, 0, 1, optional=True),
-        "duplicate_threshold": SIMILARITY, "port": PORT, "top_k": AT_LEAST_ONE}
+        "duplicate_threshold": SIMILARITY, "port": PORT, "top_k": AT_LEAST_ONE,
+        "session_hours": Interval(float, 0, 24 * 90, closed="right", unit="hours")}
     error: ClassVar[type[OptionError]] = SettingsError
 
     def __post_init__(self) -> None:
         self.validate()
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ServeError("give --certfile and --keyfile together (HTTPS needs both)")
+        for f in (self.certfile, self.keyfile):
+            if f is not None and not Path(f).is_file():
+                raise ServeError(f"no such file: {f}")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -96,6 +107,6 @@ class Settings(Options):
         reach the catalog through DNS rebinding; bound wider, the operator decides."""
         if self.allowed_hosts is not None:
             return self.allowed_hosts
-        if self.host in LOOPBACK:
+        if self.host in LOOPBACK and not self.trusted_proxies:
             return ["127.0.0.1", "localhost", "[::1]", "::1", "testserver"]
         return ["*"]

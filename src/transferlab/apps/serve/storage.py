@@ -19,9 +19,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..._io import atomic_write
+from ...data.heif import register as register_heif
 
+register_heif()
 # PIL format name -> the extension the stored file gets (what `transferlab train` will read).
-FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif",
+           "HEIF": ".heic", "AVIF": ".avif"}  # HEIF/AVIF: iPhone and newer Android photos (data/heif.py)
+ACCEPTED = "JPEG, PNG, WebP, HEIC, AVIF, GIF, BMP or TIFF"
 THUMB_SIDE = 320
 # Large JPEGs are decoded at 1/2-1/8 scale (libjpeg's draft mode) with both sides kept >= this:
 # the model resizes to ~256 px and the thumbnail is 320 px, so nothing is lost, and a 12 Mpx
@@ -79,7 +83,7 @@ def decode_upload(data: bytes, limits: Limits) -> Photo:
     except UploadRejected:
         raise
     except UnidentifiedImageError:
-        raise UploadRejected(415, "this is not an image this app reads (JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
+        raise UploadRejected(415, f"this is not an image this app reads ({ACCEPTED})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UploadRejected(400, "the image has too many pixels (decompression bomb?)") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
@@ -91,7 +95,7 @@ def decode_upload(data: bytes, limits: Limits) -> Photo:
 
 def _check_header(im: Image.Image, limits: Limits) -> str:
     if im.format not in FORMATS:
-        raise UploadRejected(415, f"{im.format} images are not accepted (JPEG, PNG, WebP, GIF, BMP or TIFF)")
+        raise UploadRejected(415, f"{im.format} images are not accepted ({ACCEPTED})")
     w, h = im.size
     if w < 1 or h < 1:
         raise UploadRejected(400, "the image has no pixels")
@@ -155,9 +159,15 @@ class MediaStore:
     def ensure(self, photo: Photo) -> None:
         """Store the photo and its thumbnail unless already there."""
         path = self.photo_path(photo.sha256, photo.ext)
-        if not path.is_file():
+        new = not path.is_file()
+        if new:
             atomic_write(path, lambda t: t.write_bytes(photo.data))
-        self.ensure_thumb(photo.sha256, photo.image)
+        try:
+            self.ensure_thumb(photo.sha256, photo.image)
+        except BaseException:  # e.g. the disk filled up: no photo without its thumbnail either
+            if new:
+                path.unlink(missing_ok=True)
+            raise
 
     def ensure_thumb(self, sha: str, image: Image.Image) -> None:
         thumb = self.thumb_path(sha)

@@ -1,4 +1,4 @@
-// Drag-and-drop onto the upload zone, auto-submit on choice, confirm before delete,
+// The phone camera, drag-and-drop onto the upload zone, auto-submit on choice, confirm before delete,
 // filter on change. The pages work without it (plain forms).
 (function () {
   const drop = document.getElementById("drop");
@@ -15,6 +15,11 @@
     return true;
   };
   const send = () => { if (input.files.length && !tooBig(input.files[0])) form.submit(); };
+  const camera = document.getElementById("camera");
+  if (camera && input) {
+    // The camera's photo goes through the one named input, so the form posts a single "file".
+    camera.addEventListener("change", () => { if (camera.files.length) { input.files = camera.files; send(); } });
+  }
   if (drop && input && form) {
     input.addEventListener("change", send);
     ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => {
