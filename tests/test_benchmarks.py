@@ -36,6 +36,7 @@ def quick_results(tmp_path_factory) -> Path:
     return out / machine.cpu_kind()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_quick_run_writes_a_valid_result(quick_results, name):
     d = json.loads((quick_results / f"{name}.json").read_text())
@@ -52,6 +53,7 @@ def test_quick_run_writes_a_valid_result(quick_results, name):
             assert r["reason"] and not r["figures"], r
 
 
+@pytest.mark.slow
 def test_accuracy_tables_have_every_row_and_each_runs_once(quick_results):
     """Both accuracy tables list all seven rows (transferlab's five, the scikit-learn probe,
     fastai); at the quick preset each row runs in one of them, so CI exercises every recipe."""
@@ -70,6 +72,7 @@ def test_accuracy_tables_have_every_row_and_each_runs_once(quick_results):
         assert 0 <= f["test accuracy"]["value"] <= 100 and f["train"]["value"] > 0 and f["test"]["value"] > 0
 
 
+@pytest.mark.slow
 def test_report_links_every_figure_to_its_file(quick_results, tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     text = render(quick_results.parent, out)
