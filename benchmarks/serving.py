@@ -108,7 +108,8 @@ def _model(p: Preset) -> tuple[Path, Path, list[Path], str]:
     run, export, cache = p.work / "run", p.work / "export", p.work / "cache"
     tl("train", data, "--out", run, cache=cache, timeout=1200)
     photos = [Path(x) for x in test.paths[:: max(1, len(test.paths) // 32)]][:32]
-    tl("export", run, "--format", "onnx", "--out", export, "--verify", *photos[:4], cache=cache, timeout=600)
+    verify = [a for f in photos[:4] for a in ("--verify", f)]
+    tl("export", run, "--format", "onnx", "--out", export, *verify, cache=cache, timeout=600)
     breeds = len({r[1] for r in rows})
     return run, export, photos, f"efficientnet_lite0 linear probe on {len(rows)} photos, {breeds} breeds"
 
