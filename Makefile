@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision pair known to work together here; override e.g. TORCH="torch torchvision".
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup sysdeps demo test lint bench notebooks clean
+.PHONY: setup peers sysdeps demo test lint bench bench-quick report notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -32,7 +32,15 @@ sysdeps:
 	    || echo "warning: apt-get failed: the browser and PostgreSQL tests will skip"; \
 	fi
 
-test: setup sysdeps
+# The benchmarks' peers (fastai; ~1 min to install, nothing installed changes): `make test` installs
+# them so that tests/test_benchmarks.py runs the fastai row too instead of skipping it.
+peers: $(VENV)/.peers
+
+$(VENV)/.peers: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[peers]'
+	touch $@
+
+test: setup peers sysdeps
 	$(BIN)/pytest -q
 
 lint: setup
@@ -42,8 +50,16 @@ lint: setup
 notebooks: setup
 	$(BIN)/python notebooks/run.py
 
-bench: setup
-	$(BIN)/transferlab bench
+# The benchmark harness (BENCHMARKS.md): every benchmark at the full preset (about half an hour on a
+# quiet 2-core CPU); `make report` then writes BENCHMARKS.md. `python -m benchmarks list` names them.
+bench: setup peers
+	$(BIN)/python -m benchmarks run
+
+bench-quick: setup
+	$(BIN)/python -m benchmarks run --quick --out out/bench-quick
+
+report: setup
+	$(BIN)/python -m benchmarks report
 
 clean:
 	rm -rf $(VENV) demo-out runs .pytest_cache
