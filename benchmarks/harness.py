@@ -46,10 +46,12 @@ def _write(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_one(b: Benchmark, preset_name: str, out: Path) -> dict:
-    """Run one benchmark and write its result; returns the result object."""
+def run_one(b: Benchmark, preset_name: str, out: Path, busy_at_start: bool = False) -> dict:
+    """Run one benchmark and write its result; returns the result object. Contended: the run
+    started on a busy machine (``busy_at_start``), or other processes took more than
+    :data:`machine.CONTENDED_SHARE` of the CPU meanwhile. Not the load average before each
+    benchmark: that 1-minute average still holds the previous benchmark of the same run."""
     before, started = machine.load_average(), datetime.now(timezone.utc)
-    busy_at_start = machine.busy_load()
     meter = machine.CpuMeter().start()
     t0 = time.perf_counter()
     error, res = None, Result(rows=[])
@@ -82,7 +84,8 @@ def run_many(benches: list[Benchmark], preset_name: str, out: Path, *, force: bo
              log: Callable[[str], None] = print) -> int:
     """Run ``benches`` in order; 0 when all succeeded, 1 when any failed, 3 when a full run
     refused to start because the machine is busy (``force`` runs anyway, marked contended)."""
-    if preset_name != "quick" and machine.busy_load():
+    busy = machine.busy_load()
+    if preset_name != "quick" and busy:
         la = machine.load_average()
         if not force:
             log(f"refusing a {preset_name} run: load average {la} on {os.cpu_count()} cores (figures would measure the "
@@ -92,7 +95,7 @@ def run_many(benches: list[Benchmark], preset_name: str, out: Path, *, force: bo
     failed = 0
     for b in benches:
         log(f"== {b.name} ({preset_name}, about {b.minutes:g} min full on 2-core AVX2)")
-        obj = run_one(b, preset_name, out)
+        obj = run_one(b, preset_name, out, busy_at_start=busy)
         status = obj["status"] + (" (contended)" if obj["load"]["contended"] else "")
         log(f"   {status} in {obj['seconds']} s -> {result_path(out, b.name)}")
         if obj["status"] == "failed":

@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 PETIMAGES = SHARED_DATA / "petimages"
 OXFORD = SHARED_DATA / "oxford-pets-subset"
+EUROSAT = SHARED_DATA / "eurosat-rgb"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -54,6 +55,13 @@ def oxford() -> Path:
     if not OXFORD.is_dir():
         pytest.skip("../shared/data/oxford-pets-subset not present")
     return OXFORD
+
+
+@pytest.fixture(scope="session")
+def eurosat() -> Path:
+    if not EUROSAT.is_dir():
+        pytest.skip("../shared/data/eurosat-rgb not present")
+    return EUROSAT
 
 
 def _first(folder: Path, n: int) -> list[Path]:

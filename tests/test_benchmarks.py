@@ -125,6 +125,21 @@ def test_full_run_refuses_on_a_busy_machine_and_force_marks_it(monkeypatch, tmp_
     assert d["load"]["contended"] is True and d["preset"] == "full" and problems(d) == []
 
 
+def test_a_run_is_not_contended_by_its_own_previous_benchmark(monkeypatch, tmp_path):
+    """The 1-minute load average after one benchmark still holds that benchmark: only the start of
+    the run and other processes' CPU share while each one runs count."""
+    loads = iter([False, True, True])  # quiet when the run starts; loaded by its own first benchmark after
+    monkeypatch.setattr(machine, "busy_load", lambda: next(loads))
+    monkeypatch.setattr(machine.CpuMeter, "stop", lambda self: 0.01)  # nobody else used the CPU
+    ok = [Row("t", "1", "r").add("x", 1.0, "s")]
+    second = Benchmark("fake2", "test", "Another", lambda p: Result(ok), 0.1, "nothing")
+    assert harness.run_many([_fake(ok), second], "full", tmp_path, log=lambda s: None) == 0
+    for name in ("fake", "fake2"):
+        assert json.loads(harness.result_path(tmp_path, name).read_text())["load"]["contended"] is False
+    monkeypatch.setattr(machine.CpuMeter, "stop", lambda self: 0.6)  # another job took 60 % meanwhile
+    assert harness.run_one(second, "full", tmp_path)["load"]["contended"] is True
+
+
 def test_a_failing_benchmark_is_written_as_failed(tmp_path):
     def boom(p):
         raise RuntimeError("no photos here")

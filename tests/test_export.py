@@ -288,3 +288,12 @@ def test_model_card_reports_data_metrics_and_parity(pets_export, small_pets_run)
     pre = json.loads((out / "preprocessing.json").read_text())
     assert pre["input_size"] == 224 and pre["resize_size"] == 256 and pre["interpolation"] == "bicubic"
     assert pre["input_layout"] == "NHWC" and pre["input_dtype"] == "uint8" and pre["mean"] == [0.5, 0.5, 0.5]
+
+
+def test_an_export_predicts_a_folder_like_the_run(pets_export, pets_run, small_pets):
+    from transferlab.inference.load import load_model
+
+    exported = load_model(pets_export[0]).predict(small_pets / "Dog", top_k=1)
+    same = pets_run.predict(small_pets / "Dog", top_k=1)
+    assert len(exported) == 60 and [r["path"] for r in exported] == [r["path"] for r in same]
+    assert exported.labels == same.labels and exported.labels.count("Dog") >= 57

@@ -64,6 +64,7 @@ def test_predictions_are_rows_that_show_themselves(run, petimages, tmp_path):
     preds = run.predict([*photos, bad], top_k=2)
     assert isinstance(preds, list) and [r["status"] for r in preds][-1] == "error"  # the CLI's rows
     assert preds.labels[:2] == ["Cat", "Dog"] and len(preds.errors()) == 1
+    assert type(preds[:2]) is type(preds) and preds[:2].labels == ["Cat", "Dog"]  # a slice shows like the whole
     text = _one_line(preds)
     assert "n=3" in text and "errors=1" in text
     assert preds._repr_html_().count("<img") == 2 and isinstance(preds.plot(), Figure)  # the broken file: no thumbnail
@@ -87,3 +88,59 @@ def test_leaderboard_is_a_table(run):
     t = Table([{"candidate": "a", "cv_accuracy": 0.9}, {"candidate": "b", "cv_accuracy": 0.8}], name="Leaderboard")
     assert _one_line(t) == "Leaderboard(rows=2, columns=['candidate', 'cv_accuracy'])"
     assert "<table>" in t._repr_html_() and "0.9" in str(t)
+    assert _one_line(t[:1]) == "Leaderboard(rows=1, columns=['candidate', 'cv_accuracy'])" and t[1]["candidate"] == "b"
+
+
+def test_a_dataset_shows_in_one_line_and_samples_by_class(petimages):
+    ds = tl.load_dataset(petimages)
+    text = _one_line(ds)
+    assert text.startswith("ImageDataset(") and f"images={len(ds)}" in text  # the dataclass repr listed 5,999 paths
+    s = ds.sample(40, seed=1)
+    assert len(s) == 40 and np.bincount(s.labels).tolist() == [20, 20]
+    assert s.paths == ds.sample(40, seed=1).paths != ds.sample(40, seed=2).paths
+    assert set(s.paths) <= set(ds.paths) and ds.sample(10**6) is ds
+    with pytest.raises(tl.TransferlabError, match="n"):
+        ds.sample(0)
+
+
+def test_a_folder_is_predicted_photo_by_photo_and_saved_as_csv(run, small_pets, tmp_path):
+    preds = run.predict(small_pets / "Cat", top_k=1)
+    assert len(preds) == len(list((small_pets / "Cat").glob("*.jpg"))) == 60
+    assert all(str(small_pets / "Cat") in r["path"] for r in preds)
+    assert preds.labels.count("Cat") >= 57  # its own training photos
+    lines = preds.to_csv(tmp_path / "p.csv").read_text().splitlines()
+    assert len(lines) == 61 and lines[0].startswith("path,") and ",Cat," in lines[1]
+
+
+def test_a_run_plots_its_own_validation_confusion(run):
+    fig = run.plot_confusion()
+    assert isinstance(fig, Figure) and fig.axes
+    total = sum(t.get_text().isdigit() and int(t.get_text()) for t in fig.axes[0].texts)
+    assert total == run.metrics["val"]["n"]  # every validation photo is counted once
+    with pytest.raises(tl.TransferlabError, match="no training curves"):
+        run.plot_curves()  # a linear run has no epochs
+
+
+def test_an_attack_says_whether_it_transfers(sample_images, tmp_path):
+    with pytest.raises(tl.TransferlabError, match="transfer_to"):
+        tl.attack_image(sample_images["chelsea"], target="goldfish", transfer_to="mobilenet_v2")  # no out
+    a = tl.attack_image(sample_images["chelsea"], "efficientnet_lite0", target="goldfish", eps=4 / 255, steps=10,
+                        out=tmp_path / "adv.png", figure=False, transfer_to="mobilenet_v2")
+    t = a["transfer"]
+    assert a["success"] and t["model"] == "mobilenet_v2"
+    assert t["original"]["class"] in ("tabby", "tiger cat", "Egyptian cat")
+    assert 0 <= t["target_prob"] <= 1 and t["success"] == (t["adversarial"]["class"] == "goldfish")
+
+
+def test_dreams_compare_side_by_side():
+    runs = [tl.dream("Siamese cat", method="plain", steps=4, tv=tv, progress=False) for tv in (0, 0.005)]
+    fig = tl.plot_dreams(runs, ["noise", "TV"])
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes] == ["noise", "TV"]
+    assert not np.array_equal(runs[0].image, runs[1].image)  # the penalty changed the image
+
+
+def test_review_takes_its_options_as_keywords(run, small_pets):
+    r = tl.review(run, small_pets, folds=3, progress=False)
+    assert r["images"] == 120 and r["options"]["folds"] == 3 and len(r["suspects"]) == r["suspects_found"]
+    with pytest.raises(tl.TransferlabError, match="folds"):
+        tl.review(run, small_pets, folds=1)

@@ -43,6 +43,7 @@ _LAZY = {
     "review": "transferlab.evaluation.review",
     "feature_maps": "transferlab.explain.featuremaps",
     "dream": "transferlab.explain.dream",
+    "plot_dreams": "transferlab.report.figures",
     "attack_image": "transferlab.attack.single",
     "robustness": "transferlab.attack.robustness",
     "export_onnx": "transferlab.export.onnx",
@@ -51,6 +52,7 @@ _LAZY = {
     "HeadOptions": "transferlab.training.options",
     "FinetuneOptions": "transferlab.training.options",
     "TransferClassifier": "transferlab.sklearn",
+    "Table": "transferlab.display",
 }
 
 __all__ = sorted(_LAZY)

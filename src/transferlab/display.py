@@ -93,6 +93,14 @@ class Table(list):
         super().__init__(rows)
         self.name = name
 
+    def __getitem__(self, index):
+        """A row; a slice stays a Table (``ev.per_class[:5]`` shows as a table too)."""
+        got = super().__getitem__(index)
+        return self._like(got) if isinstance(index, slice) else got
+
+    def _like(self, rows) -> Table:
+        return Table(rows, name=self.name)
+
     @property
     def columns(self) -> list[str]:
         return list(self[0]) if self else []

@@ -588,16 +588,14 @@ def attack(
     run: RunAlias = None,
 ) -> None:
     """Adversarial example; epsilons are in pixel units, success is scored on the saved 8-bit PNG."""
-    from ..attack.single import attack_image, transfer
+    from ..attack.single import attack_image
     from ..report.text import attack_lines
 
     if (target is None) == (not untargeted):
         raise TransferlabError("give exactly one of --target CLASS or --untargeted")
     r = attack_image(image, _model(model, run, backbone), target=target, method=_val(method),
                      eps=eps if eps is not None else "default", steps=steps, step_size=step_size,
-                     seed=seed, out=out_png, progress=not quiet)
-    if transfer_to:
-        r["transfer"] = transfer(r["png"], image, transfer_to, r["target"])
+                     seed=seed, out=out_png, progress=not quiet, transfer_to=transfer_to or None)
     if as_json:
         _print_json(r)
     else:

@@ -47,7 +47,7 @@ class _Outcome:
 
 def attack_image(image: str | Path, model="efficientnet_lite0", *, target: str | None = None,
                  out: str | Path | None = None, figure: str | Path | bool | None = True, progress=False,
-                 **attack) -> AttackResult:
+                 transfer_to: str | Path | None = None, **attack) -> AttackResult:
     """Attack one photo; ``model`` is a backbone name, a run directory or a :class:`Run`.
 
     ``attack``: ``method`` (default pgd), ``eps`` (default: the method's), ``steps``,
@@ -55,11 +55,14 @@ def attack_image(image: str | Path, model="efficientnet_lite0", *, target: str |
     (move away from the model's own prediction). With ``out``, the adversarial PNG is saved at
     input size, re-read through the prediction path, and that re-read result is the one
     reported. ``figure=True`` puts ``<out>.figure.png`` next to it. Whether the saved PNG fools
-    a second model too is :func:`transfer`'s question (``result["transfer"]``).
+    a second model too is :func:`transfer`'s question: ``transfer_to`` (a backbone name or run
+    directory; needs ``out``) puts its answer in ``result["transfer"]``.
     """
     from ..inference.load import load
     from ..inference.torch_model import Run
 
+    if transfer_to is not None and out is None:
+        raise OptionError("transfer_to", "needs {out} (the saved PNG is what is transferred)")
     run = model if isinstance(model, Run) else load(model)
     attack = {"method": "pgd", "eps": "default", **attack}
     spec = AttackSpec.make(**attack, targeted=target is not None, margin=0.5)
@@ -77,6 +80,8 @@ def attack_image(image: str | Path, model="efficientnet_lite0", *, target: str |
         fig_path = Path(figure) if isinstance(figure, (str, Path)) else o.png.with_suffix(".figure.png")
         result.plot(out=fig_path)
         result["figure"] = str(fig_path)
+    if transfer_to is not None:
+        result["transfer"] = transfer(result["png"], image, str(transfer_to), result["target"])
     return result
 
 

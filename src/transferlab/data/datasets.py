@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..display import one_line
 from ..errors import DataError
-from ..options import OptionError
+from ..options import AT_LEAST_ONE, OptionError
 from .images import is_image_file
 
 FORMATS = ("auto", "folder", "oxford-pets", "csv")
@@ -31,22 +32,42 @@ class ImageDataset:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def __repr__(self) -> str:  # not the dataclass's: that one lists every path
+        return one_line("ImageDataset", {"root": self.root, "format": self.format, "split": self.split,
+                                         "images": len(self), "classes": len(self.classes)})
+
+    def sample(self, n: int, seed: int = 0) -> ImageDataset:
+        """A seeded, stratified subset of ``n`` images (all of them when ``n`` >= len): a quick
+        look at a big folder, with every class kept in proportion."""
+        n = AT_LEAST_ONE("n", n)
+        if n >= len(self):
+            return self
+        from sklearn.model_selection import train_test_split
+
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        k = int((counts > 0).sum())
+        strat = self.labels if counts[counts > 0].min() >= 2 and min(n, len(self) - n) >= k else None
+        idx, _ = train_test_split(np.arange(len(self)), train_size=n, random_state=seed, stratify=strat)
+        return self.subset(np.sort(idx))
+
     def subset(self, idx, split: str | None = None) -> ImageDataset:
         idx = np.asarray(idx, dtype=np.int64)
         return replace(self, paths=[self.paths[i] for i in idx], labels=self.labels[idx],
                        split=split or self.split, ignored=[], empty_classes=[])
 
-    def train_val_split(self, val_fraction: float = 0.2, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
-        """Seeded, stratified split (scikit-learn). ``val_fraction=0`` gives an empty val set."""
+    def train_val_split(self, val_fraction: float = 0.2, seed: int = 0,
+                        names: tuple[str, str] = ("train", "val")) -> tuple[ImageDataset, ImageDataset]:
+        """Seeded, stratified split (scikit-learn). ``val_fraction=0`` gives an empty val set.
+        ``names``: the parts' ``split`` (e.g. ``("pool", "test")`` for a test set kept aside)."""
         n = len(self)
         if val_fraction <= 0:
-            return self.subset(np.arange(n), "train"), self.subset(np.arange(0), "val")
+            return self.subset(np.arange(n), names[0]), self.subset(np.arange(0), names[1])
         from sklearn.model_selection import train_test_split
 
         counts = np.bincount(self.labels, minlength=len(self.classes))
         strat = self.labels if counts.min() >= 2 else None
         tr, va = train_test_split(np.arange(n), test_size=val_fraction, random_state=seed, stratify=strat)
-        return self.subset(np.sort(tr), "train"), self.subset(np.sort(va), "val")
+        return self.subset(np.sort(tr), names[0]), self.subset(np.sort(va), names[1])
 
     def summary(self) -> dict:
         counts = np.bincount(self.labels, minlength=len(self.classes))

@@ -206,3 +206,21 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
     if path.suffix.lower() != ".png":
         raise OptionError("out", f"must be a .png file (lossless), got {path.name}")
     return atomic_write(path, lambda t: Image.fromarray(image, "RGB").save(t, format="PNG"))
+
+
+def is_path(item) -> bool:
+    return isinstance(item, (str, Path))
+
+
+def as_image_list(images) -> list:
+    """One image (a path, a PIL image or an HxWx3 array) or a sequence of them -> a list."""
+    one = is_path(images) or isinstance(images, Image.Image) or (isinstance(images, np.ndarray) and images.ndim == 3)
+    return [images] if one else list(images)
+
+
+def with_folders(images) -> list:
+    """:func:`as_image_list`, each folder replaced by its image files (recursively, in natural
+    order) as on the command line: for ``predict``, whose rows name their photo. Probabilities
+    (``predict_proba``) keep one row per item given, so a folder there is refused."""
+    return [x for i in as_image_list(images)
+            for x in (expand_image_paths([i]) if is_path(i) and Path(i).is_dir() else [i])]

@@ -35,7 +35,7 @@ import torch
 
 from ..errors import ImageError
 from .geometry import DataConfig
-from .images import BadImage, load_rgb_array, missing_reason
+from .images import BadImage, as_image_list, is_path, load_rgb_array, missing_reason  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -216,19 +216,6 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Images given in memory (PIL images, numpy arrays) as well as files
 # ----------------------------------------------------------------------------------------------
-def is_path(item) -> bool:
-    return isinstance(item, (str, Path))
-
-
-def as_image_list(images) -> list:
-    """One image (a path, a PIL image or an HxWx3 array) or a sequence of them -> a list."""
-    from PIL import Image
-
-    if is_path(images) or isinstance(images, Image.Image) or (isinstance(images, np.ndarray) and images.ndim == 3):
-        return [images]
-    return list(images)
-
-
 def image_array(item, dc: DataConfig) -> np.ndarray:
     """A path, a PIL image or a uint8 HxWx3 RGB array -> the model's uint8 [S, S, 3] input (the
     same resize + centre crop as every file); anything unreadable raises ImageError."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -130,11 +130,12 @@ class ReviewResult(dict):
 
 
 def review(run, data, out: str | Path | None = None, options: ReviewOptions | None = None, *,
-           progress=True) -> dict:
+           progress=True, **kw) -> dict:
     """Suspected label errors in ``data`` with ``run``'s backbone (its features; the run's head is
     not used: every photo is scored out of sample). With ``out``: review.json, review.csv and
-    contact_sheet.png there. Returns the summary and the ranked ``suspects``."""
-    o = (options or ReviewOptions()).validate()
+    contact_sheet.png there. Returns the summary and the ranked ``suspects``. ``options`` or the
+    keywords of :class:`ReviewOptions` (``split="trainval"``, ``folds``...)."""
+    o = (replace(options, **kw) if options else ReviewOptions(**kw)).validate()
     if out is not None:
         ensure_outside(out, data.root if isinstance(data, ImageDataset) else data)
         check_writable(out)

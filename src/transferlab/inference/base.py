@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..data.images import with_folders
 from ..errors import ImageError, TransferlabError
 from ..progress import resolve
 from .layout import BATCH
@@ -140,7 +141,7 @@ class PixelPredictor:
             raise TransferlabError(f"tta is not available for {self.info.get('kind')} models")
         threshold = self.threshold if threshold is None else threshold
         out, pixels = [], []
-        for im in images:
+        for im in with_folders(images):  # one photo, a list, or folders of them
             path = str(im) if isinstance(im, (str, os.PathLike)) else None
             if path is not None and not Path(path).exists() and not Path(path).is_symlink():
                 raise ImageError(f"image not found: {path}")

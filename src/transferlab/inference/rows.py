@@ -83,6 +83,9 @@ class Predictions(Table):
         super().__init__(rows, name="Predictions")
         self.model = model
 
+    def _like(self, rows) -> Predictions:
+        return Predictions(rows, self.model)
+
     @property
     def labels(self) -> list[str | None]:
         return [r["label"] for r in self]
@@ -93,6 +96,10 @@ class Predictions(Table):
 
     def errors(self) -> Predictions:
         return Predictions([r for r in self if r["status"] == "error"], self.model)
+
+    def to_csv(self, path: str | Path) -> Path:
+        """The CLI's ``--csv`` file (path, label, score, status, top-k), written atomically."""
+        return write_csv(list(self), path)
 
     def _counts(self) -> dict:
         return {s: sum(r["status"] == s for r in self) for s in ("ok", UNSURE, "error")}

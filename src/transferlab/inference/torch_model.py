@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from ..data.geometry import DataConfig
-from ..data.loader import as_image_list, image_array, is_path
+from ..data.images import as_image_list, is_path, with_folders
+from ..data.loader import image_array
 from ..data.pil import as_rgb
 from ..display import Table, card, one_line, percent
-from ..errors import ImageError
+from ..errors import ImageError, RunError
 from ..models.classifier import Backbone, ImageClassifier
 from ..models.labels import resolve_class
 from .base import PixelPredictor
@@ -123,6 +124,30 @@ class Run(PixelPredictor):
         figs = [f for f in figs if f.is_file()]
         return card(f"Run {s['name']}", fields, figs, [f.stem for f in figs])
 
+    def plot_curves(self, out: str | Path | None = None):
+        """A fine-tuning run's loss and accuracy per epoch (best epoch marked), as a Figure."""
+        from ..report.figures import plot_curves, save_figure
+
+        history = self.metrics.get("history")
+        if not history:
+            raise RunError(f"{self.name} has no training curves (only fine-tuning runs have epochs)")
+        fig = plot_curves(history, best_epoch=self.metrics.get("best_epoch"))
+        if out is not None:
+            save_figure(fig, out)
+        return fig
+
+    def plot_confusion(self, out: str | Path | None = None):
+        """The confusion matrix on the run's own validation photos, as a Figure."""
+        from ..report.figures import plot_confusion, save_figure
+
+        val = self.metrics.get("val") or {}
+        if "confusion" not in val:
+            raise RunError(f"{self.name} kept no validation photos (val_fraction 0): evaluate it on data instead")
+        fig = plot_confusion(val["confusion"], self.classes, title="Validation confusion")
+        if out is not None:
+            save_figure(fig, out)
+        return fig
+
     def class_index(self, query: str) -> int:
         """Index of a class by (fuzzy) name; see :func:`transferlab.models.labels.resolve_class`."""
         return resolve_class(query, self.classes, self.synonyms)
@@ -177,11 +202,12 @@ class Run(PixelPredictor):
 
     def predict(self, images, top_k: int = DEFAULT_TOP_K, tta: str | None = None,
                 threshold: float | None = None, batch_size: int = 32) -> Predictions:
-        """Top-k rows per image (:mod:`transferlab.inference.rows`) for paths, PIL images or uint8
-        HxWx3 arrays (``path`` is None for in-memory images). A missing file raises ImageError; an
-        unreadable one gets an ``error`` row so one bad photo does not hide the others.
+        """Top-k rows per image (:mod:`transferlab.inference.rows`) for paths (a folder: its
+        photos), PIL images or uint8 HxWx3 arrays (``path`` is None for in-memory images). A
+        missing file raises ImageError; an unreadable one gets an ``error`` row so one bad photo
+        does not hide the others.
         ``threshold`` defaults to the run's."""
-        items = as_image_list(images)
+        items = with_folders(images)
         threshold = self.threshold if threshold is None else threshold
         if not all(is_path(i) for i in items):
             probs = self.predict_proba(items, batch_size=batch_size, tta=tta)

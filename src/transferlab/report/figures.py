@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -260,6 +261,16 @@ def plot_dream_comparison(images: list[np.ndarray], results: list[dict],
         ax.set_title(f"{t}\n{sub}", fontsize=9)
     fig.suptitle(f"ideal '{results[0]['target']}'")
     return _done(fig)
+
+
+def plot_dreams(results: Sequence, titles: Sequence[str] | None = None, out: str | Path | None = None) -> Figure:
+    """Several :class:`~transferlab.explain.dream.DreamResult` side by side (e.g. plain, plain +
+    TV, lucid), each titled with its own model's and its check model's verdict; ``out`` saves it."""
+    fig = plot_dream_comparison([r.image for r in results], [r.to_dict() for r in results],
+                                titles=list(titles) if titles else None)
+    if out is not None:
+        save_figure(fig, out)
+    return fig
 
 
 def dream_comparison_figure(images: list[np.ndarray], results: list[dict], path: str | Path,

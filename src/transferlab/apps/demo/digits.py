@@ -6,24 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-
-def digits_folder(out: Path, size: int = 64) -> Path:
-    """scikit-learn's 1,797 real 8x8 handwritten digits as a class-per-folder PNG dataset."""
-    from sklearn.datasets import load_digits
-
-    root = out / "digits"
-    digits = load_digits()
-    if len(list(root.glob("*/*.png"))) == len(digits.images):
-        return root
-    for i, (img, y) in enumerate(zip(digits.images, digits.target)):
-        d = root / str(y)
-        d.mkdir(parents=True, exist_ok=True)
-        # Ink is high in load_digits; draw dark ink on white like a scanned page.
-        px = (255 - img * (255 / 16)).astype(np.uint8)
-        Image.fromarray(px, "L").resize((size, size), Image.Resampling.BICUBIC).save(d / f"{i}.png")
-    return root
 
 
 def digits_section(out: Path, quiet: bool = True) -> dict:
@@ -33,6 +15,7 @@ def digits_section(out: Path, quiet: bool = True) -> dict:
     from ...data.datasets import load_dataset
     from ...probe import fit_linear_probe
     from ...training.api import train
+    from ...training.baselines import digits_folder
 
     root = digits_folder(out)
     ds = load_dataset(root)
