@@ -16,6 +16,11 @@ from ..inference.layout import (  # noqa: F401 - the file names, shared with the
     MODEL,
     OUTPUTS,
     PREPROCESSING,
+    README,
+    SAVED_MODEL,
+    SIGNATURE,
+    SMALL_TFLITE,
+    TFLITE,
     read_json,
 )
 
