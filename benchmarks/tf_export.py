@@ -60,15 +60,13 @@ def test_split(data: Path):
 def accuracy(run, folder: Path, test) -> dict:
     """Accuracy on the test split of PyTorch, onnxruntime and the two LiteRT files, all on the
     same pixels (decoded once by the training pipeline)."""
-    from transferlab.export.predictor import TorchPredictor, load_exported
-
     from transferlab.data.loader import image_array
-    from transferlab.export.tflite import SMALL, TFLITE, LiteRTRunner
+    from transferlab.inference import ExportedModel, LiteRTModel
 
     pixels = np.stack([image_array(p, run.data_config) for p in test.paths])
     y = np.asarray(test.labels)
-    engines = {"pytorch": TorchPredictor(run)._forward, "onnxruntime": load_exported(folder)._forward,
-               "litert float32": LiteRTRunner(folder / TFLITE), "litert int8": LiteRTRunner(folder / SMALL)}
+    engines = {"pytorch": run._forward, "onnxruntime": ExportedModel(folder)._forward,
+               "litert float32": LiteRTModel(folder)._forward, "litert int8": LiteRTModel(folder, small=True)._forward}
     out = {}
     for name, fn in engines.items():
         p = np.concatenate([fn(pixels[i:i + 32])[0] for i in range(0, len(pixels), 32)])
@@ -84,7 +82,7 @@ def main() -> None:
     ap.add_argument("--runs", default="linear,finetune,auto", help="which of the three runs")
     a = ap.parse_args()
     from transferlab.export import export_tf
-    from transferlab.run import load
+    from transferlab.inference import load
 
     test = test_split(a.data)
     verify = test.paths[:: max(1, len(test) // 100)][:100]
