@@ -166,3 +166,22 @@ def test_cli_refuses_a_full_folder_and_missing_extra(tmp_path, small_pets_run):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "transferlab[tensorflow]" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_tf_exports_predict_without_torch(tf_export, lite_only, petimages):
+    """A fresh interpreter where any ``import torch`` fails: both TensorFlow readers still predict."""
+    photos = [str(p) for p in _pets(petimages, 2500, 2)]
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # any import of torch now raises ImportError
+        from transferlab.inference import load_model
+        for folder in ({str(tf_export[0])!r}, {str(lite_only)!r}):
+            m = load_model(folder)
+            print(m.info["kind"], [r["top"][0]["label"] for r in m.predict({photos!r}, top_k=1)])
+        print(sorted(k for k in sys.modules if k.split(".")[0] == "torch"))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.strip().splitlines()
+    expected = str([Path(p).parent.name for p in photos])
+    assert lines[-3:] == [f"savedmodel {expected}", f"litert {expected}", "['torch']"]

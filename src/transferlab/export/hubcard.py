@@ -48,7 +48,7 @@ def _dataset(run) -> tuple[str, str] | None:
     """(id, name) of the training data: the official dataset's name for the Oxford-IIIT Pet
     layout, else the data folder's name (a local dataset has no Hub id)."""
     cfg = run.config
-    if cfg is None or not cfg.data_root:
+    if not cfg or not cfg.data_root:  # a bare backbone (no config), or in-memory data
         return None
     if cfg.data_format == "oxford-pets":
         return "oxford-iiit-pet", "Oxford-IIIT Pet"

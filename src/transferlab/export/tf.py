@@ -216,7 +216,7 @@ def validation_set(run) -> tuple[list[str], np.ndarray] | None:
     from ..evaluation.evaluate import map_labels, resolve_eval_data
 
     cfg = run.config
-    expected = (cfg.data.get("val_images") if cfg is not None else None) or 0
+    expected = (cfg.data.get("val_images") if cfg else None) or 0
     if not expected or not cfg.data_root:
         return None
     try:
