@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--runs", default="linear,finetune,auto", help="which of the three runs")
     a = ap.parse_args()
     from transferlab.export import export_tf
-    from transferlab.inference import load
+    from transferlab.inference.load import load
 
     test = test_split(a.data)
     verify = test.paths[:: max(1, len(test) // 100)][:100]

@@ -186,3 +186,19 @@ def test_tf_exports_predict_without_torch(tf_export, lite_only, petimages):
     said = [str([r["top"][0]["label"] for r in load_model(d).predict(photos, top_k=1)])
             for d in (tf_export[0], lite_only)]
     assert lines[-3:] == [f"savedmodel {said[0]}", f"litert {said[1]}", "['torch']"]  # as with torch loaded
+
+
+def test_serve_takes_a_litert_export(lite_only, tmp_path, petimages):
+    """The web app on a phone export: the same answer as the reader, and the heat map from LiteRT's feature map."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from transferlab.apps.serve import Settings, create_app
+
+    photo = _pets(petimages, 2600, 1)[0]
+    with TestClient(create_app(Settings(model=str(lite_only), db=str(tmp_path / "catalog.sqlite")))) as client:
+        r = client.post("/api/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["top"][0]["label"] == LiteRTModel(lite_only).predict([photo], top_k=1)[0]["top"][0]["label"]
+    assert j["heatmap"].startswith("data:image/jpeg;base64,")
