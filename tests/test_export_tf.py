@@ -202,3 +202,28 @@ def test_serve_takes_a_litert_export(lite_only, tmp_path, petimages):
     j = r.json()
     assert j["top"][0]["label"] == LiteRTModel(lite_only).predict([photo], top_k=1)[0]["top"][0]["label"]
     assert j["heatmap"].startswith("data:image/jpeg;base64,")
+
+
+def test_float16_replaces_int8_when_int8_disagrees(tmp_path, pets_run, petimages, monkeypatch):
+    """A model whose int8 weights miss the 99 % agreement bar gets float16 weights instead (half
+    the size), said in the report and the card; the reader's small variant is that file."""
+    import dataclasses
+
+    from transferlab.export import tf as tf_export_module
+
+    check = tf_export_module._check
+
+    def int8_disagrees(*args, **kwargs):
+        c = check(*args, **kwargs)
+        return dataclasses.replace(c, top1_agreement=0.5) if c.weights == "int8" else c
+
+    monkeypatch.setattr(tf_export_module, "_check", int8_disagrees)
+    out = tmp_path / "f16"
+    r = export_tf(pets_run, out, formats=["tflite"], verify_images=_pets(petimages, 2000, 4))
+    small = {c.file: c for c in r.checks}["model_float16.tflite"]
+    assert small.weights == "float16" and small.max_abs_dprob <= 1e-3 and small.top1_agreement == 1.0
+    assert 0.4 < small.size_bytes / {c.file: c for c in r.checks}[TFLITE].size_bytes < 0.6
+    assert not (out / SMALL).exists() and any("model_int8.tflite agreed" in n for n in r.notes)
+    assert LiteRTModel(out, small=True).model_file == "model_float16.tflite"
+    assert json.loads((out / "export.json").read_text())["tensorflow"]["small_variant"]["weights"] == "float16"
+    assert "`model_float16.tflite` (float16 weights" in (out / "MODEL_CARD.md").read_text()

@@ -19,7 +19,7 @@ from ..inference.layout import (  # noqa: F401 - the file names, shared with the
     README,
     SAVED_MODEL,
     SIGNATURE,
-    SMALL_TFLITE,
+    SMALL_TFLITES,
     TFLITE,
     read_json,
 )

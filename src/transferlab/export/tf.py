@@ -41,7 +41,7 @@ from .layout import (
     OPSET,
     PREPROCESSING,
     SAVED_MODEL,
-    SMALL_TFLITE,
+    SMALL_TFLITES,
     TFLITE,
     ExportReport,
     read_json,
@@ -64,6 +64,7 @@ class EngineCheck:
     top1_agreement: float
     img_s: float
     val_accuracy: float | None = None  # on the run's validation photos (LiteRT files)
+    weights: str = "float32"  # "int8" or "float16" for the smaller LiteRT variant
 
 
 @dataclass
@@ -158,25 +159,35 @@ def _write_tf(run, tmp: Path, scratch: Path, formats: list[str], verify_images) 
     saved = scratch / SAVED_MODEL
     float_onnx(run, scratch / "float.onnx", pixels[:2])
     to_savedmodel(scratch / "float.onnx", saved, run.data_config.input_size)
-    models = {}
-    if "tflite" in formats:
-        meta = tflite.metadata_entries(list(run.classes), read_json(tmp / PREPROCESSING))
-        models = {name: tflite.with_metadata(tflite.convert(saved, kind), meta)
-                  for name, kind in ((TFLITE, "float32"), (SMALL_TFLITE, tflite.SMALL_KIND))}
     seconds = time.perf_counter() - t0
-    checks = []
+    report = TFExportReport(out_dir="", formats=formats, files=[], onnx=onnx_report, converter="", convert_seconds=0,
+                            checks=[], torch_img_s=onnx_report.torch_img_s)
     if "savedmodel" in formats:
         shutil.copytree(saved, tmp / SAVED_MODEL)
-        checks.append(_check(SAVED_MODEL, SavedModelPredictor(tmp), pixels, ref_p, _size(tmp / SAVED_MODEL)))
-    for name, data in models.items():
-        atomic_write(tmp / name, lambda p, data=data: p.write_bytes(data))
-        checks.append(_check(name, LiteRTModel(tmp, small=name == SMALL_TFLITE), pixels, ref_p, len(data)))
+        report.checks.append(_check(SAVED_MODEL, SavedModelPredictor(tmp), pixels, ref_p, _size(tmp / SAVED_MODEL)))
+    if "tflite" in formats:
+        meta = tflite.metadata_entries(list(run.classes), read_json(tmp / PREPROCESSING))
+        for kind in ("float32", *tflite.SMALL_KINDS):
+            name = TFLITE if kind == "float32" else SMALL_TFLITES[kind]
+            t0, data = time.perf_counter(), tflite.with_metadata(tflite.convert(saved, kind), meta)
+            seconds += time.perf_counter() - t0
+            atomic_write(tmp / name, lambda p, data=data: p.write_bytes(data))
+            check = _check(name, LiteRTModel(tmp, small=kind != "float32"), pixels, ref_p, len(data), kind)
+            if kind == "float32" or check.top1_agreement >= MIN_SMALL_AGREEMENT:
+                report.checks.append(check)
+                if kind != "float32":
+                    break
+                continue
+            (tmp / name).unlink()
+            report.notes.append(f"{name} agreed with PyTorch on only {check.top1_agreement:.1%} of {len(pixels)} "
+                                f"photos (needs {MIN_SMALL_AGREEMENT:.0%}): not kept")
+        else:
+            raise ExportError(f"no smaller LiteRT variant ({', '.join(tflite.SMALL_KINDS)}) agrees with PyTorch on "
+                              f"{MIN_SMALL_AGREEMENT:.0%} of the photos; not exporting")
+        _litert_validation(run, tmp, report)
     if "onnx" not in formats:
         (tmp / MODEL).unlink()
-    report = TFExportReport(out_dir="", formats=formats, files=[], onnx=onnx_report, converter="",
-                            convert_seconds=round(seconds, 2), checks=checks, torch_img_s=onnx_report.torch_img_s)
-    if models:
-        _litert_validation(run, tmp, report)
+    report.convert_seconds = round(seconds, 2)
     return report
 
 
@@ -188,22 +199,19 @@ def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
 
 
-def _check(name: str, model, pixels: np.ndarray, ref_p: np.ndarray, size: int) -> EngineCheck:
+def _check(name: str, model, pixels: np.ndarray, ref_p: np.ndarray, size: int, weights: str = "float32"
+           ) -> EngineCheck:
     """``model`` (the export folder's reader for file ``name``) against PyTorch's probabilities on
-    the same pixels; raises when a float32 file differs by more than :data:`MAX_DPROB` or the
-    small one agrees on too few photos."""
+    the same pixels; raises when a float32 file differs by more than :data:`MAX_DPROB` (the
+    caller judges the smaller variant's agreement)."""
     engine = "tensorflow" if model.kind == "savedmodel" else model.kind
     (p, _), t = _timed(model._forward, _batches(pixels))
     dprob, agree = float(np.abs(p - ref_p).max()), float((p.argmax(1) == ref_p.argmax(1)).mean())
-    if name == SMALL_TFLITE:
-        if agree < MIN_SMALL_AGREEMENT:
-            raise ExportError(f"{name} agrees with PyTorch on only {agree:.1%} of {len(p)} photos "
-                              f"(needs {MIN_SMALL_AGREEMENT:.0%}); not exporting")
-    elif not dprob <= MAX_DPROB:
+    if weights == "float32" and not dprob <= MAX_DPROB:
         raise ExportError(f"{engine} ({name}) differs from PyTorch by {dprob:.2e} in probability "
                           f"(allowed {MAX_DPROB:.0e}); not exporting")
     return EngineCheck(file=name, engine=engine, size_bytes=int(size), max_abs_dprob=dprob, top1_agreement=agree,
-                       img_s=round(len(p) / t, 1))
+                       img_s=round(len(p) / t, 1), weights=weights)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,7 +252,7 @@ def _litert_validation(run, folder: Path, report: TFExportReport) -> None:
     pixels, y = np.stack(rows), np.asarray(labels)
     for c in report.checks:
         if c.engine == "litert":
-            model = LiteRTModel(folder, small=c.file == SMALL_TFLITE)
+            model = LiteRTModel(folder, small=c.weights != "float32")
             p = np.concatenate([model._forward(b)[0] for b in _batches(pixels)])
             c.val_accuracy = float((p.argmax(1) == y).mean())
     report.val_images = len(y)
@@ -256,7 +264,8 @@ def _write_meta(run, tmp: Path, report: TFExportReport) -> None:
     info["formats"] = report.formats
     info["tensorflow"] = {"converter": report.converter, "convert_seconds": report.convert_seconds,
                           "torch_img_s": report.torch_img_s, "val_images": report.val_images,
-                          "small_variant": {"file": SMALL_TFLITE, "kind": tflite.SMALL_KIND},
+                          "small_variant": next(({"file": c.file, "weights": c.weights} for c in report.checks
+                                                 if c.engine == "litert" and c.weights != "float32"), None),
                           "checks": [asdict(c) for c in report.checks]}
     if "onnx" not in report.formats:
         info.pop("opset", None)
@@ -275,10 +284,12 @@ def card_section(r: TFExportReport) -> str:
             f"Converted from the ONNX graph by {r.converter}. Each file against PyTorch ({r.torch_img_s:.0f} img/s) on "
             f"the same {o.n_images} {o.verify_source}, batch {o.batch_size}, on the exporting machine:\n",
             "| file | engine | size | max abs Δp | top-1 agreement | img/s |", "|---|---|---|---|---|---|", *rows, ""]
-    lite = {c.file: c for c in r.checks if c.engine == "litert"}
-    if SMALL_TFLITE in lite:
-        small, full = lite[SMALL_TFLITE], lite[TFLITE]
-        size = (f"`{SMALL_TFLITE}` ({tflite.SMALL_KIND} weights, dynamic range; activations stay float) is "
+    lite = {c.weights: c for c in r.checks if c.engine == "litert"}
+    small = next((c for w, c in lite.items() if w != "float32"), None)
+    if small is not None:
+        full = lite["float32"]
+        how = "dynamic range; activations stay float" if small.weights == "int8" else "computed in float32"
+        size = (f"`{small.file}` ({small.weights} weights, {how}) is "
                 f"{small.size_bytes / 1e6:.1f} MB against {full.size_bytes / 1e6:.1f} MB for float32")
         if small.val_accuracy is not None:
             text.append(f"{size}. On the run's {r.val_images} validation photos its accuracy is "
@@ -286,6 +297,7 @@ def card_section(r: TFExportReport) -> str:
                         f"({(small.val_accuracy - full.val_accuracy) * 100:+.1f} points).\n")
         else:
             text.append(f"{size}; its accuracy change was not measured (no validation photos).\n")
+    text += [f"Note: {n}.\n" for n in r.notes]
     text.append("Labels and preprocessing are also inside each `.tflite` file (metadata entries "
                 f"{', '.join(f'`{k}`' for k in tflite.META_KEYS)}).\n")
     return "\n".join(text)

@@ -13,10 +13,12 @@ MODEL, LABELS, PREPROCESSING, HEAD, EXPORT, CARD, README = (
     "model.onnx", "labels.json", "preprocessing.json", "head.safetensors", "export.json", "MODEL_CARD.md",
     "README.md")
 BATCH = 32
-# The TensorFlow formats: a SavedModel folder, and LiteRT files in float32 and a smaller variant
-# (int8 weights: :mod:`transferlab.export.tflite` says why). Every one has the signature
-# SIGNATURE: INPUT (uint8 [n, S, S, 3]) in, OUTPUTS out, like model.onnx.
-SAVED_MODEL, TFLITE, SMALL_TFLITE, SIGNATURE = "saved_model", "model.tflite", "model_int8.tflite", "serving_default"
+# The TensorFlow formats: a SavedModel folder, and LiteRT files in float32 and one smaller variant,
+# int8 weights or, where those lose too much, float16 (:mod:`transferlab.export.tflite` says why).
+# Every one has the signature SIGNATURE: INPUT (uint8 [n, S, S, 3]) in, OUTPUTS out, like model.onnx.
+SAVED_MODEL, TFLITE, SIGNATURE = "saved_model", "model.tflite", "serving_default"
+SMALL_TFLITES = {"int8": "model_int8.tflite", "float16": "model_float16.tflite"}  # smallest first
+SMALL_TFLITE = SMALL_TFLITES["int8"]
 # The model file that marks each kind of export, in the order a folder holding several is read
 # (onnxruntime first: the fastest here, and it needs neither TensorFlow nor LiteRT).
 MARKERS = {"onnx": MODEL, "savedmodel": f"{SAVED_MODEL}/saved_model.pb", "litert": TFLITE}
@@ -37,6 +39,11 @@ def export_kind(spec: str | Path) -> str | None:
     if not (d / LABELS).is_file():
         return None
     return next((kind for kind, marker in MARKERS.items() if (d / marker).is_file()), None)
+
+
+def small_tflite(directory: str | Path) -> str | None:
+    """The smaller LiteRT variant an export folder holds (a value of :data:`SMALL_TFLITES`), or None."""
+    return next((f for f in SMALL_TFLITES.values() if (Path(directory) / f).is_file()), None)
 
 
 def is_export_dir(spec: str | Path) -> bool:

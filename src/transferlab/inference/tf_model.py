@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ExportError
 from .folder import ExportFolder
-from .layout import INPUT, MARKERS, SAVED_MODEL, SIGNATURE, SMALL_TFLITE, TFLITE
+from .layout import INPUT, MARKERS, SAVED_MODEL, SIGNATURE, SMALL_TFLITE, TFLITE, small_tflite
 
 EXTRA = "pip install 'transferlab[tensorflow]'"
 
@@ -83,14 +83,14 @@ class SavedModelPredictor(ExportFolder):
 
 class LiteRTModel(ExportFolder):
     """A ``.tflite`` file of an export (``model.tflite``, or with ``small=True`` the smaller
-    ``model_int8.tflite``), run by the LiteRT interpreter."""
+    variant: ``model_int8.tflite`` or ``model_float16.tflite``), run by the LiteRT interpreter."""
 
     kind = "litert"
     model_file = TFLITE
     what = "a LiteRT export directory"
 
     def __init__(self, directory: str | Path, small: bool = False, threads: int = 0):
-        super().__init__(directory, SMALL_TFLITE if small else TFLITE)
+        super().__init__(directory, (small_tflite(directory) or SMALL_TFLITE) if small else TFLITE)
         self._runner = LiteRTRunner(self.directory / self.model_file, threads)
 
     def _run(self, nhwc: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
