@@ -6,7 +6,7 @@ Trains on the official trainval split (or reuses WORK's runs): a linear probe (L
 fine-tune (Lite0, 1 epoch) and an ``auto`` search limited to Lite0 + MobileNetV2 (an ensemble or
 view). Exports each as ONNX + SavedModel + LiteRT into one folder, the parity check running on
 100 photos of the official test split, and prints per format: max |Δp| and top-1 agreement
-against PyTorch, size, img/s (onnxruntime, TensorFlow, LiteRT float32 / int8; batch 32, the
+against PyTorch, size, img/s (onnxruntime, TensorFlow, LiteRT float32 / small; batch 32, the
 best of two passes), then accuracy on the whole test split (760 photos, pixels decoded by the
 training pipeline) for PyTorch, onnxruntime and both LiteRT files. Writes WORK/report.json.
 Name the CPU kind with the figures; on a shared machine they are only indicative.
@@ -66,7 +66,7 @@ def accuracy(run, folder: Path, test) -> dict:
     pixels = np.stack([image_array(p, run.data_config) for p in test.paths])
     y = np.asarray(test.labels)
     engines = {"pytorch": run._forward, "onnxruntime": ExportedModel(folder)._forward,
-               "litert float32": LiteRTModel(folder)._forward, "litert int8": LiteRTModel(folder, small=True)._forward}
+               "litert float32": LiteRTModel(folder)._forward, "litert small": LiteRTModel(folder, small=True)._forward}
     out = {}
     for name, fn in engines.items():
         p = np.concatenate([fn(pixels[i:i + 32])[0] for i in range(0, len(pixels), 32)])
