@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision pair known to work together here; override e.g. TORCH="torch torchvision".
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup peers sysdeps demo test lint bench bench-quick report notebooks clean
+.PHONY: setup peers tensorflow sysdeps demo test lint bench bench-quick report notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -40,14 +40,23 @@ $(VENV)/.peers: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[peers]'
 	touch $@
 
-test: setup peers sysdeps
+# The TensorFlow extra (SavedModel / LiteRT export, notebook 05; ~600 MB, a few minutes to install; changes
+# nothing installed): `make test` installs it so that tests/test_export_tf.py and the Keras notebook run
+# instead of skipping.
+tensorflow: $(VENV)/.tensorflow
+
+$(VENV)/.tensorflow: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[tensorflow]'
+	touch $@
+
+test: setup peers tensorflow sysdeps
 	$(BIN)/pytest -q
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
 # Re-execute the lesson's notebooks in place (their outputs are the documentation).
-notebooks: setup
+notebooks: setup tensorflow
 	$(BIN)/python notebooks/run.py
 
 # The benchmark harness (BENCHMARKS.md): every benchmark at the full preset (about half an hour on a

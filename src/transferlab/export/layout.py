@@ -18,6 +18,11 @@ from ..inference.layout import (  # noqa: F401 - the file names, shared with the
     MODEL,
     OUTPUTS,
     PREPROCESSING,
+    README,
+    SAVED_MODEL,
+    SIGNATURE,
+    SMALL_TFLITES,
+    TFLITE,
     read_json,
 )
 

@@ -9,7 +9,11 @@
   normalisation is inside the graph; the batch axis is dynamic.
 - ``labels.json``, ``preprocessing.json`` (how to turn a photo into those pixels),
   ``head.safetensors`` (the head's float32 weights, so the CAM is a few lines of numpy),
-  ``export.json`` (versions, provenance, threshold, parity) and ``MODEL_CARD.md``.
+  ``export.json`` (versions, provenance, threshold, parity), ``MODEL_CARD.md`` and ``README.md``
+  (the same card under Hugging Face model-card front matter, :mod:`.hubcard`).
+
+``model.onnx`` also describes itself (:mod:`.metadata`): labels, preprocessing, licence and
+ONNX's image keys in ``metadata_props``, so a program handed that file alone can use it.
 
 The export checks itself: PyTorch and onnxruntime must give the same probabilities (to 1e-4) on
 identical pixels, or it raises :class:`~transferlab.errors.ExportError` and leaves nothing
@@ -32,10 +36,10 @@ import numpy as np
 from .._io import atomic_write, write_json
 from ..errors import ExportError, ImageError, TransferlabError
 from ..inference.onnx_model import session
-from .card import model_card
+from .card import weights_licence
+from .hubcard import write_cards
 from .layout import (
     BATCH,
-    CARD,
     EXPORT,
     HEAD,
     INPUT,
@@ -47,6 +51,7 @@ from .layout import (
     PREPROCESSING,
     ExportReport,
 )
+from .metadata import annotate_onnx
 
 
 def export_onnx(run_or_spec, out_dir: str | Path, *, verify_images=None, overwrite: bool = False,
@@ -63,16 +68,22 @@ def export_onnx(run_or_spec, out_dir: str | Path, *, verify_images=None, overwri
     from ..inference.load import load
     from ..inference.torch_model import Run
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out} exists and is not empty; choose another --out or pass overwrite")
+    out = check_out(out_dir, overwrite)
     run = run_or_spec if isinstance(run_or_spec, Run) else load(run_or_spec)
     with replace_dir(out) as tmp:
         report = _write_export(run, tmp, verify_images, opset)
     report.out_dir = str(out)
     return report
+
+
+def check_out(out_dir: str | Path, overwrite: bool) -> Path:
+    """``out_dir`` as a Path, or ExportError when it is a file or a non-empty folder (unless ``overwrite``)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"{out} exists and is not empty; choose another --out or pass overwrite")
+    return out
 
 
 def _write_export(run, tmp: Path, verify_images, opset: int) -> ExportReport:
@@ -85,8 +96,14 @@ def _write_export(run, tmp: Path, verify_images, opset: int) -> ExportReport:
     pixels, skipped, source = _verify_pixels(run, verify_images)
     graph = _whole_classifier(run)
     cam, fmap_hw = graph.check(pixels[:8])
+    pre, bb = _preprocessing(run), run.backbone
+
+    def write_model(p: Path) -> None:  # the graph, then its metadata (labels, preprocessing, licence)
+        _torch_export(graph, pixels[np.arange(2) % len(pixels)], p, opset)
+        annotate_onnx(p, run, pre, weights_licence(bb.name, bb.source))
+
     t0 = time.perf_counter()
-    atomic_write(tmp / MODEL, lambda p: _torch_export(graph, pixels[np.arange(2) % len(pixels)], p, opset))
+    atomic_write(tmp / MODEL, write_model)
     seconds = time.perf_counter() - t0
     parity = _parity(run, tmp / MODEL, pixels)
     report = ExportReport(out_dir="", files=[], opset=opset, export_seconds=round(seconds, 3),
@@ -95,10 +112,9 @@ def _write_export(run, tmp: Path, verify_images, opset: int) -> ExportReport:
     head = save(head_tensors, metadata={"head": json.dumps(head_spec)})
     atomic_write(tmp / HEAD, lambda p: p.write_bytes(head))
     write_json(tmp / LABELS, list(run.classes))
-    write_json(tmp / PREPROCESSING, _preprocessing(run))
+    write_json(tmp / PREPROCESSING, pre)
     write_json(tmp / EXPORT, _export_info(run, head_spec, report))
-    card = model_card(run, report)
-    atomic_write(tmp / CARD, lambda p: p.write_text(card, encoding="utf-8"))
+    write_cards(tmp, run, report)
     report.files = sorted(p.name for p in tmp.iterdir())
     return report
 

@@ -3,6 +3,8 @@
 - :func:`load_model` (:mod:`.load`): an export directory, a run directory or a backbone name;
 - :class:`Run` (:mod:`.torch_model`): a trained run or a bare backbone in PyTorch;
 - :class:`ExportedModel` (:mod:`.onnx_model`): an export in onnxruntime, without torch;
+  :class:`SavedModelPredictor` / :class:`LiteRTModel` (:mod:`.tf_model`): its TensorFlow and LiteRT
+  files (the ``tensorflow`` extra); all three on :class:`ExportFolder` (:mod:`.folder`);
 - :class:`RunConfig` (:mod:`.config`): the typed run config, its only reader and writer;
 - :mod:`.tta` (test-time augmentation), :mod:`.rows` (the prediction rows of the CLI, CSV and web
   app), :mod:`.cam` (Grad-CAM) and :mod:`.heatmap` (the same map in numpy).
@@ -17,8 +19,9 @@ import importlib
 _LAZY = {
     "Analysis": ".base", "Predictor": ".base", "PixelPredictor": ".base",
     "RunConfig": ".config", "BackboneRef": ".config", "SCHEMA_VERSION": ".config",
-    "load_model": ".load", "load": ".load", "load_run": ".load", "from_backbone": ".load",
-    "Run": ".torch_model", "ExportedModel": ".onnx_model", "is_export_dir": ".layout",
+    "load_model": ".load", "load": ".load", "load_run": ".load", "from_backbone": ".load", "load_export": ".load",
+    "Run": ".torch_model", "ExportedModel": ".onnx_model", "is_export_dir": ".layout", "export_kind": ".layout",
+    "ExportFolder": ".folder", "SavedModelPredictor": ".tf_model", "LiteRTModel": ".tf_model",
 }
 
 __all__ = sorted(_LAZY)

@@ -42,8 +42,9 @@ class Analysis:
 
 @runtime_checkable
 class Predictor(Protocol):
-    """A classifier of photos. ``info`` says what runs it: ``kind`` (torch | onnx), ``backbone``,
-    ``source`` (run, export or backbone name), ``weights_source``, ``input_size``, ``cam``."""
+    """A classifier of photos. ``info`` says what runs it: ``kind`` (torch | onnx | savedmodel |
+    litert), ``backbone``, ``source`` (run, export or backbone name), ``weights_source``,
+    ``input_size``, ``cam``."""
 
     classes: list[str]
     threshold: float | None

@@ -1,27 +1,40 @@
 """``load_model(name_or_path)``: the one place a name or path becomes a :class:`~.base.Predictor`.
 
-- an export directory (``model.onnx`` + ``labels.json``) -> :class:`~.onnx_model.ExportedModel`
-  (onnxruntime; torch is not imported);
+- an export directory (``labels.json`` + a model file) -> its reader (:data:`READERS`):
+  :class:`~.onnx_model.ExportedModel` for ``model.onnx`` (onnxruntime),
+  :class:`~.tf_model.SavedModelPredictor` for ``saved_model/`` (TensorFlow),
+  :class:`~.tf_model.LiteRTModel` for ``model.tflite`` (LiteRT); torch is not imported;
 - a run directory (its config + ``model.safetensors``) -> :class:`~.torch_model.Run`;
 - a backbone name -> a :class:`~.torch_model.Run` with that backbone's ImageNet head.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from ..errors import RunError, TransferlabError
 from .config import CONFIG, METRICS, WEIGHTS, RunConfig
-from .layout import is_export_dir, read_json
+from .layout import export_kind, read_json
+
+# The reader of each kind of export (:data:`.layout.MARKERS` says which file marks it): module and
+# class, imported on first use, so that an ONNX export never imports TensorFlow.
+READERS = {"onnx": (".onnx_model", "ExportedModel"), "savedmodel": (".tf_model", "SavedModelPredictor"),
+           "litert": (".tf_model", "LiteRTModel")}
 
 
 def load_model(spec: str | Path, weights: str | Path | None = None):
     """The predictor for an export directory, a run directory or a backbone name."""
-    if is_export_dir(spec):
-        from .onnx_model import ExportedModel
-
-        return ExportedModel(spec)
+    if export_kind(spec) is not None:
+        return load_export(spec)
     return load(spec, weights)
+
+
+def load_export(directory: str | Path):
+    """An export directory's predictor, by the model file it holds (ONNX first, then SavedModel,
+    then LiteRT); a folder that is no export raises ExportError naming what one needs."""
+    module, name = READERS[export_kind(directory) or "onnx"]
+    return getattr(importlib.import_module(module, __package__), name)(directory)
 
 
 def load(spec: str | Path, weights: str | Path | None = None):
