@@ -45,10 +45,8 @@ class ImageDataset:
             return self
         from sklearn.model_selection import train_test_split
 
-        counts = np.bincount(self.labels, minlength=len(self.classes))
-        k = int((counts > 0).sum())
-        strat = self.labels if counts[counts > 0].min() >= 2 and min(n, len(self) - n) >= k else None
-        idx, _ = train_test_split(np.arange(len(self)), train_size=n, random_state=seed, stratify=strat)
+        idx, _ = train_test_split(np.arange(len(self)), train_size=n, random_state=seed,
+                                  stratify=self._strata(min(n, len(self) - n), present_only=True))
         return self.subset(np.sort(idx))
 
     def subset(self, idx, split: str | None = None) -> ImageDataset:
@@ -65,12 +63,19 @@ class ImageDataset:
             return self.subset(np.arange(n), names[0]), self.subset(np.arange(0), names[1])
         from sklearn.model_selection import train_test_split
 
-        counts = np.bincount(self.labels, minlength=len(self.classes))
-        n_val, k = math.ceil(val_fraction * n), len(self.classes)
-        # stratified when every class can be in both parts (scikit-learn refuses it otherwise)
-        strat = self.labels if counts.min() >= 2 and min(n_val, n - n_val) >= k else None
-        tr, va = train_test_split(np.arange(n), test_size=val_fraction, random_state=seed, stratify=strat)
+        n_val = math.ceil(val_fraction * n)
+        tr, va = train_test_split(np.arange(n), test_size=val_fraction, random_state=seed,
+                                  stratify=self._strata(min(n_val, n - n_val)))
         return self.subset(np.sort(tr), names[0]), self.subset(np.sort(va), names[1])
+
+    def _strata(self, smaller_part: int, present_only: bool = False) -> np.ndarray | None:
+        """The labels to stratify a two-part split by, or None when scikit-learn would refuse:
+        a class with one photo, or a part too small to hold every class. ``present_only``: count
+        only the classes that have photos (a split keeps its historical rule: all of them)."""
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        if present_only:
+            counts = counts[counts > 0]
+        return self.labels if counts.min() >= 2 and smaller_part >= len(counts) else None
 
     def summary(self) -> dict:
         counts = np.bincount(self.labels, minlength=len(self.classes))

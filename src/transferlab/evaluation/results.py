@@ -80,23 +80,22 @@ class Evaluation(Mapping):
 
     # ------------------------------------------------------------------ figures
     def plot_confusion(self, out: str | Path | None = None):
-        from ..report.figures import plot_confusion, save_figure
+        from ..report.figures import plot_confusion, saved
 
         fig = plot_confusion(self.metrics["confusion"], self.classes, title=f"{self.split} confusion")
-        return _maybe_save(fig, out, save_figure)
+        return saved(fig, out)
 
     def plot_top_losses(self, k: int = 9, out: str | Path | None = None):
-        from ..report.figures import plot_top_losses, save_figure
+        from ..report.figures import plot_top_losses, saved
 
-        return _maybe_save(plot_top_losses(list(self.top_losses(k)), self.data_config, max_items=k), out,
-                           save_figure)
+        return saved(plot_top_losses(list(self.top_losses(k)), self.data_config, max_items=k), out)
 
     def plot_reliability(self, out: str | Path | None = None):
-        from ..report.figures import plot_reliability, save_figure
+        from ..report.figures import plot_reliability, saved
 
         t = self.metrics.get("temperature")
         curve = {"run" if t is None else f"run (T = {t:.2f})": self.metrics["reliability"]}
-        return _maybe_save(plot_reliability(curve, title=f"Reliability on {self.split}"), out, save_figure)
+        return saved(plot_reliability(curve, title=f"Reliability on {self.split}"), out)
 
     # ------------------------------------------------------------------ display
     @property
@@ -120,8 +119,3 @@ class Evaluation(Mapping):
         return card("Evaluation", fields, [r["path"] for r in losses],
                     [f"{r['true']} → {r['pred']} ({r['prob']:.2f})" for r in losses], size=120)
 
-
-def _maybe_save(fig, out, save):
-    if out is not None:
-        save(fig, out)
-    return fig

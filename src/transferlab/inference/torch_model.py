@@ -126,27 +126,21 @@ class Run(PixelPredictor):
 
     def plot_curves(self, out: str | Path | None = None):
         """A fine-tuning run's loss and accuracy per epoch (best epoch marked), as a Figure."""
-        from ..report.figures import plot_curves, save_figure
+        from ..report.figures import plot_curves, saved
 
         history = self.metrics.get("history")
         if not history:
             raise RunError(f"{self.name} has no training curves (only fine-tuning runs have epochs)")
-        fig = plot_curves(history, best_epoch=self.metrics.get("best_epoch"))
-        if out is not None:
-            save_figure(fig, out)
-        return fig
+        return saved(plot_curves(history, best_epoch=self.metrics.get("best_epoch")), out)
 
     def plot_confusion(self, out: str | Path | None = None):
         """The confusion matrix on the run's own validation photos, as a Figure."""
-        from ..report.figures import plot_confusion, save_figure
+        from ..report.figures import plot_confusion, saved
 
         val = self.metrics.get("val") or {}
         if "confusion" not in val:
             raise RunError(f"{self.name} kept no validation photos (val_fraction 0): evaluate it on data instead")
-        fig = plot_confusion(val["confusion"], self.classes, title="Validation confusion")
-        if out is not None:
-            save_figure(fig, out)
-        return fig
+        return saved(plot_confusion(val["confusion"], self.classes, title="Validation confusion"), out)
 
     def class_index(self, query: str) -> int:
         """Index of a class by (fuzzy) name; see :func:`transferlab.models.labels.resolve_class`."""

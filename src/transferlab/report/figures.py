@@ -27,6 +27,13 @@ def save_figure(fig, path: str | Path, dpi: int = 110, tight: bool = True) -> Pa
     return path
 
 
+def saved(fig: Figure, out: str | Path | None) -> Figure:
+    """``fig``, also written to ``out`` when given: the ``plot_*(out=...)`` convention."""
+    if out is not None:
+        save_figure(fig, out)
+    return fig
+
+
 def _done(fig: Figure) -> Figure:
     """Detach a finished figure from pyplot: it is returned (a notebook shows the returned
     figure once, not again at the end of the cell) and saved only when asked."""
@@ -266,11 +273,8 @@ def plot_dream_comparison(images: list[np.ndarray], results: list[dict],
 def plot_dreams(results: Sequence, titles: Sequence[str] | None = None, out: str | Path | None = None) -> Figure:
     """Several :class:`~transferlab.explain.dream.DreamResult` side by side (e.g. plain, plain +
     TV, lucid), each titled with its own model's and its check model's verdict; ``out`` saves it."""
-    fig = plot_dream_comparison([r.image for r in results], [r.to_dict() for r in results],
-                                titles=list(titles) if titles else None)
-    if out is not None:
-        save_figure(fig, out)
-    return fig
+    return saved(plot_dream_comparison([r.image for r in results], [r.to_dict() for r in results],
+                                       titles=list(titles) if titles else None), out)
 
 
 def dream_comparison_figure(images: list[np.ndarray], results: list[dict], path: str | Path,
